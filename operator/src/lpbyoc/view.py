@@ -35,6 +35,7 @@ class CapabilityView:
     worker_available: bool = False  # WorkerAvailable condition is True
     endpoint: str = ""  # http://<service>.<ns>.svc.cluster.local:<port>
     resolved_revision: str = ""
+    ready_pod_ips: tuple[str, ...] = ()  # worker pods that pass readiness (liveRunner reads them)
     deleting: bool = False
 
     @property
