@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP = "livepeer.org"
@@ -43,11 +43,17 @@ AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWrit
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # A Hugging Face repo id: "name" or "owner/name".
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 HF_REPO = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
 # A full commit SHA, or a branch/tag name (git ref-name rules, simplified).
 REVISION = r"^([0-9a-f]{40}|[A-Za-z0-9._][A-Za-z0-9._/-]{0,254})$"
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+def _quantity_text(value: Any) -> Any:
+    # The CRD types quantities int-or-string (as Kubernetes does): `size: 20` means "20".
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
 
 Quantity = Annotated[
     str,
@@ -55,6 +61,7 @@ Quantity = Annotated[
         pattern=QUANTITY,
         json_schema_extra={"x-kubernetes-int-or-string": True},
     ),
+    BeforeValidator(_quantity_text),
 ]
 
 
@@ -71,7 +78,7 @@ class _Model(BaseModel):
 
 
 class SecretKeyRef(_Model):
-    name: str = Field(pattern=DNS_LABEL.replace("{0,61}", "{0,251}"), description="Secret name.")
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Secret name.")
     key: str = Field(min_length=1, max_length=253, description="Key inside the Secret.")
 
 
@@ -96,6 +103,17 @@ class CapabilitySpec(_Model):
 
 
 class ModelSource(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!self.revision.contains('..') && !self.revision.contains('//') && !self.revision.endsWith('/') && !self.revision.endsWith('.lock')",
+                    "model.revision must be a 40-hex commit SHA or a valid branch/tag name",
+                ),
+            ]
+        }
+    )
+
     repo: str = Field(pattern=HF_REPO, description="Hugging Face repo id, e.g. org/name.")
     revision: str = Field(
         default="main",
