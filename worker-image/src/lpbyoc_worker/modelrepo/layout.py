@@ -1,0 +1,171 @@
+"""Write the Triton model repository for one cached snapshot.
+
+Two shapes of snapshot are served:
+- TorchScript: `model.pt` (or the one `*.pt`/`*.pts` TorchScript file) + generated config.pbtxt and
+  the python-backend model.py from `torchscript_backend.py`;
+- a Triton model directory already (`config.pbtxt` at the top, or in its only model directory):
+  served as is, renamed to the served model name.
+Weights are linked, not copied: the snapshot lives on the cache volume, which the Triton container
+mounts at the same path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lpbyoc_worker.modelrepo.config import (
+    TORCHSCRIPT_FILENAME,
+    InstanceKind,
+    parse_pbtxt,
+    to_pbtxt,
+    torchscript_model_config,
+)
+from lpbyoc_worker.modelrepo.serving import TritonServing
+from lpbyoc_worker.weights import MARKER_NAME, Marker, SnapshotError, file_problem
+
+BACKEND_SOURCE = Path(__file__).with_name("torchscript_backend.py")
+TORCHSCRIPT_SUFFIXES = (".pt", ".pts")
+VERSION = "1"
+
+
+class ModelRepoError(ValueError):
+    """The snapshot cannot be turned into a model repository; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class GeneratedModel:
+    directory: Path
+    model_format: str  # "torchscript" or "tritonRepository"
+    source: Path  # the TorchScript file or the snapshot's model directory
+
+
+def check_snapshot(weights_dir: Path) -> Marker:
+    """The snapshot's completion marker, after checking every listed file is present at its size."""
+    marker_file = weights_dir / MARKER_NAME
+    try:
+        marker = Marker.from_json(json.loads(marker_file.read_text()))
+    except FileNotFoundError:
+        raise ModelRepoError(
+            f"{weights_dir} has no completion marker {MARKER_NAME}: the weights prefetch has not "
+            "finished (or failed); the worker does not start on a partial snapshot"
+        ) from None
+    except (json.JSONDecodeError, SnapshotError) as exc:
+        raise ModelRepoError(f"completion marker {marker_file} is invalid: {exc}") from None
+    problems = [p for entry in marker.files if (p := file_problem(weights_dir, entry, check_hash=False))]
+    if problems:
+        raise ModelRepoError(f"snapshot {weights_dir} does not match its marker: {'; '.join(problems[:5])}")
+    return marker
+
+
+def is_torchscript(path: Path) -> bool:
+    """TorchScript archives carry compiled `code/`; torch.save pickles (state dicts, eager modules) do not."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def find_torchscript(weights_dir: Path) -> Path:
+    preferred = weights_dir / TORCHSCRIPT_FILENAME
+    candidates = (
+        [preferred]
+        if preferred.is_file()
+        else sorted(p for p in weights_dir.rglob("*") if p.is_file() and p.suffix in TORCHSCRIPT_SUFFIXES)
+    )
+    if not candidates:
+        raise ModelRepoError(
+            f"no TorchScript file in {weights_dir}: expected model.pt or a single *.pt/*.pts file "
+            "(torch.jit.save of a scripted or traced module), or a config.pbtxt for a Triton repository"
+        )
+    if len(candidates) > 1:
+        names = ", ".join(str(p.relative_to(weights_dir)) for p in candidates)
+        raise ModelRepoError(f"several TorchScript candidates in {weights_dir} ({names}): name one model.pt")
+    found = candidates[0]
+    if not is_torchscript(found):
+        raise ModelRepoError(
+            f"{found.relative_to(weights_dir)} is not TorchScript (a torch.save pickle, e.g. a state dict): "
+            "export the module with torch.jit.script or torch.jit.trace and torch.jit.save"
+        )
+    return found
+
+
+def find_triton_model_dir(weights_dir: Path) -> Path | None:
+    if (weights_dir / "config.pbtxt").is_file():
+        return weights_dir
+    nested = sorted(p.parent for p in weights_dir.glob("*/config.pbtxt"))
+    if len(nested) > 1:
+        names = ", ".join(p.name for p in nested)
+        raise ModelRepoError(f"{weights_dir} holds several Triton models ({names}); one model per capability")
+    return nested[0] if nested else None
+
+
+def _fresh_dir(path: Path) -> Path:
+    # An init container may run again after a crash: start from an empty model directory.
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def write_torchscript_model(
+    torchscript: Path, serving: TritonServing, output: Path, *, model_name: str, kind: InstanceKind
+) -> Path:
+    config = torchscript_model_config(serving, model_name=model_name, kind=kind)
+    model_dir = _fresh_dir(output / model_name)
+    version_dir = model_dir / VERSION
+    version_dir.mkdir()
+    (model_dir / "config.pbtxt").write_text(to_pbtxt(config))
+    shutil.copyfile(BACKEND_SOURCE, version_dir / "model.py")
+    (version_dir / TORCHSCRIPT_FILENAME).symlink_to(torchscript.resolve())
+    return model_dir
+
+
+def write_triton_model(source: Path, output: Path, *, model_name: str) -> Path:
+    config_text = (source / "config.pbtxt").read_text()
+    try:
+        config = parse_pbtxt(config_text)
+    except Exception as exc:  # protobuf's ParseError; message names line and column
+        raise ModelRepoError(f"{source / 'config.pbtxt'} is not a valid Triton model config: {exc}") from None
+    # Triton requires the configured name to match the directory it is served from.
+    config.name = model_name
+    model_dir = _fresh_dir(output / model_name)
+    (model_dir / "config.pbtxt").write_text(to_pbtxt(config))
+    for entry in source.iterdir():
+        if entry.name not in ("config.pbtxt", MARKER_NAME):
+            (model_dir / entry.name).symlink_to(entry.resolve())
+    return model_dir
+
+
+def generate(
+    weights_dir: Path,
+    output: Path,
+    serving: TritonServing,
+    *,
+    model_name: str,
+    kind: InstanceKind,
+    require_marker: bool = True,
+) -> GeneratedModel:
+    if not weights_dir.is_dir():
+        raise ModelRepoError(f"weights directory {weights_dir} does not exist")
+    if require_marker:
+        check_snapshot(weights_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    model_format = serving.model_format
+    triton_dir = find_triton_model_dir(weights_dir) if model_format != "torchscript" else None
+    if model_format == "tritonRepository" and triton_dir is None:
+        raise ModelRepoError(
+            f"modelFormat tritonRepository, but {weights_dir} has no config.pbtxt (at the top or in one model directory)"
+        )
+    if triton_dir is not None:
+        directory = write_triton_model(triton_dir, output, model_name=model_name)
+        return GeneratedModel(directory=directory, model_format="tritonRepository", source=triton_dir)
+    torchscript = find_torchscript(weights_dir)
+    directory = write_torchscript_model(torchscript, serving, output, model_name=model_name, kind=kind)
+    return GeneratedModel(directory=directory, model_format="torchscript", source=torchscript)
