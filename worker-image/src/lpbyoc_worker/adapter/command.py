@@ -1,0 +1,98 @@
+"""`lpbyoc-worker serve`: the adapter process of the worker pod.
+
+SIGTERM (or SIGINT) → readiness turns 503 and new jobs are refused, in-flight jobs get up to
+`--drain-seconds` to finish, then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+from .app import Adapter, LiveRunner
+from .imaging import ImageLimits
+from .settings import AdapterSettings
+
+log = logging.getLogger(__name__)
+
+AUTH_TOKEN_ENV = "AUTH_TOKEN"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--triton-grpc", default="127.0.0.1:8011", help="Triton gRPC host:port")
+    parser.add_argument("--model-name", default="model", help="model name in the Triton repository")
+    parser.add_argument("--capacity", type=int, default=1, help="concurrent jobs; more get 503 + Retry-After")
+    parser.add_argument("--capability", default="", help="capability name (reported, not enforced)")
+    parser.add_argument("--pipeline", default="image-to-image", help="go-livepeer pipeline name")
+    parser.add_argument(
+        "--model-id", required=True, help="the model id clients must name (ai-runner model_id)"
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    parser.add_argument("--max-side", type=int, default=4096, help="largest image side accepted, in pixels")
+    parser.add_argument(
+        "--drain-seconds", type=float, default=25.0, help="deadline for in-flight jobs on SIGTERM"
+    )
+    parser.add_argument("--ready-poll-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--max-pending-frames", type=int, default=2, help="live frames allowed to wait; older drop"
+    )
+    parser.add_argument("--triton-timeout", type=float, default=30.0, help="seconds one Triton call may take")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> AdapterSettings:
+    env = os.environ if environ is None else environ
+    return AdapterSettings(
+        model_id=args.model_id,
+        capability=args.capability,
+        pipeline=args.pipeline,
+        host=args.host,
+        port=args.port,
+        capacity=args.capacity,
+        max_body_bytes=args.max_body_bytes,
+        limits=ImageLimits(max_side=args.max_side, max_pixels=args.max_side * args.max_side),
+        auth_token=env.get(AUTH_TOKEN_ENV) or None,
+        drain_seconds=args.drain_seconds,
+        ready_poll_seconds=args.ready_poll_seconds,
+        max_pending_frames=args.max_pending_frames,
+    )
+
+
+def build_live_runner(args: argparse.Namespace) -> LiveRunner | None:
+    """The live-runner heartbeat, when its settings were given."""
+    return None
+
+
+async def serve(settings: AdapterSettings, args: argparse.Namespace) -> int:
+    from lpbyoc_worker.inference import TritonInference
+
+    backend = TritonInference(args.triton_grpc, args.model_name, timeout=args.triton_timeout)
+    adapter = Adapter(settings, backend, live_runner=build_live_runner(args))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await adapter.start()
+    await stop.wait()
+    log.info("stopping: draining in-flight jobs for up to %.0fs", settings.drain_seconds)
+    finished = await adapter.drain()
+    await adapter.close()
+    log.info("stopped (%s)", "drained" if finished else "drain deadline passed")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        log.error("invalid settings: %s", exc)
+        return 2
+    return asyncio.run(serve(settings, args))

@@ -1,0 +1,221 @@
+"""Request/response jobs: BYOC `POST /v1/infer` and ai-runner `POST /image-to-image`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+from aiohttp import web
+
+from . import imaging
+from .backend import RETRY_AFTER_SECONDS, InferenceBackend, triton_error
+from .errors import RequestError
+from .gate import CapacityExceeded, CapacityGate
+from .metrics import AdapterMetrics
+from .readiness import Readiness
+from .schema import validate_job_input
+from .settings import AdapterSettings
+
+JSON_TYPE = "application/json"
+
+
+@dataclass
+class Timings:
+    decode: float = 0.0
+    triton: float = 0.0
+    encode: float = 0.0
+
+    def as_ms(self, total: float) -> dict[str, float]:
+        return {
+            "decode_ms": round(self.decode * 1e3, 3),
+            "triton_ms": round(self.triton * 1e3, 3),
+            "encode_ms": round(self.encode * 1e3, 3),
+            "total_ms": round(total * 1e3, 3),
+        }
+
+    def server_timing(self) -> str:
+        return f"decode;dur={self.decode * 1e3:.3f}, triton;dur={self.triton * 1e3:.3f}, encode;dur={self.encode * 1e3:.3f}"
+
+
+async def read_body(request: web.Request, limit: int) -> tuple[web.Request, bytes]:
+    """The body, refused with 413 as soon as it is known (Content-Length) or read to be too big."""
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestError(413, f"Request body is {request.content_length} bytes; the limit is {limit}.")
+    limited = request.clone(client_max_size=limit)
+    try:
+        body = await limited.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestError(413, f"Request body exceeds the limit of {limit} bytes.") from None
+    return limited, body
+
+
+class JobHandlers:
+    def __init__(
+        self,
+        settings: AdapterSettings,
+        backend: InferenceBackend,
+        gate: CapacityGate,
+        readiness: Readiness,
+        metrics: AdapterMetrics,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.gate = gate
+        self.readiness = readiness
+        self.metrics = metrics
+
+    async def _infer(self, batch: np.ndarray, timings: Timings) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return await self.backend.infer(batch)
+        except Exception as exc:
+            raise triton_error(exc) from None
+        finally:
+            timings.triton = time.perf_counter() - started
+
+    def _observe(self, route: str, started: float, timings: Timings) -> float:
+        total = time.perf_counter() - started
+        self.metrics.triton_seconds.labels(route).observe(timings.triton)
+        self.metrics.adapter_seconds.labels(route).observe(max(0.0, total - timings.triton))
+        return total
+
+    async def _in_slot(
+        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], request: web.Request
+    ) -> web.StreamResponse:
+        """Run a job in a capacity slot, or refuse at once (503 + Retry-After) when none is free."""
+        if self.readiness.draining:
+            raise RequestError(503, "The worker is shutting down.", {"Retry-After": RETRY_AFTER_SECONDS})
+        try:
+            async with self.gate.slot():
+                self.metrics.in_flight.inc()
+                try:
+                    return await handler(request)
+                finally:
+                    self.metrics.in_flight.dec()
+        except CapacityExceeded:
+            raise RequestError(
+                503,
+                f"The worker is at capacity ({self.gate.capacity} concurrent requests); retry later.",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            ) from None
+
+    async def infer(self, request: web.Request) -> web.StreamResponse:
+        return await self._in_slot(self._infer_job, request)
+
+    async def _infer_job(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        timings = Timings()
+        content_type = request.content_type
+        if content_type not in (JSON_TYPE, imaging.RAW_TENSOR_TYPE, *imaging.IMAGE_TYPES):
+            raise RequestError(
+                415,
+                f"Unsupported Content-Type '{content_type}'; send application/json, image/png, "
+                "image/jpeg or application/octet-stream.",
+            )
+        _, body = await read_body(request, self.settings.max_body_bytes)
+        output_type = "image/png"
+        decode_started = time.perf_counter()
+        if content_type == JSON_TYPE:
+            try:
+                payload = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise RequestError(400, f"Body is not valid JSON: {exc}.") from None
+            job = validate_job_input(payload)
+            if job.get("params", {}).get("format") == "jpeg":
+                output_type = "image/jpeg"
+            batch = imaging.image_to_batch(
+                imaging.decode_image(imaging.decode_base64(job["image"]), self.settings.limits)
+            )
+        elif content_type == imaging.RAW_TENSOR_TYPE:
+            shape = imaging.parse_tensor_shape(request.headers.get(imaging.TENSOR_SHAPE_HEADER))
+            batch = imaging.decode_raw_tensor(body, shape, self.settings.limits)
+        else:
+            batch = imaging.image_to_batch(imaging.decode_image(body, self.settings.limits))
+        timings.decode = time.perf_counter() - decode_started
+
+        output = await self._infer(batch, timings)
+
+        accept = request.headers.get("Accept", "")
+        if imaging.RAW_TENSOR_TYPE in accept:
+            raw = np.ascontiguousarray(output, dtype="<f4").tobytes()
+            total = self._observe("infer", started, timings)
+            return web.Response(
+                body=raw,
+                content_type=imaging.RAW_TENSOR_TYPE,
+                headers={
+                    imaging.TENSOR_SHAPE_HEADER: ",".join(map(str, output.shape)),
+                    "Server-Timing": timings.server_timing() + f", total;dur={total * 1e3:.3f}",
+                },
+            )
+        encode_started = time.perf_counter()
+        for wanted in imaging.IMAGE_TYPES:
+            if wanted in accept:
+                output_type = wanted
+        pixels = imaging.batch_to_image(output)
+        encoded = imaging.encode_image(pixels, output_type)
+        timings.encode = time.perf_counter() - encode_started
+        total = self._observe("infer", started, timings)
+        if any(wanted in accept for wanted in imaging.IMAGE_TYPES):
+            return web.Response(
+                body=encoded,
+                content_type=output_type,
+                headers={"Server-Timing": timings.server_timing() + f", total;dur={total * 1e3:.3f}"},
+            )
+        return web.json_response(
+            {
+                "image": base64.b64encode(encoded).decode("ascii"),
+                "content_type": output_type,
+                "width": int(pixels.shape[1]),
+                "height": int(pixels.shape[0]),
+                "model_id": self.settings.model_id,
+                "capability": self.settings.capability,
+                "timings": timings.as_ms(total),
+            }
+        )
+
+    async def image_to_image(self, request: web.Request) -> web.StreamResponse:
+        """ai-runner's `/image-to-image`: multipart `image`, `prompt`, `model_id` → `{"images": [...]}`."""
+        return await self._in_slot(self._image_to_image, request)
+
+    async def _image_to_image(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        timings = Timings()
+        if request.content_type != "multipart/form-data":
+            raise RequestError(
+                415, f"Unsupported Content-Type '{request.content_type}'; send multipart/form-data."
+            )
+        limited, _ = await read_body(request, self.settings.max_body_bytes)
+        try:
+            form = await limited.post()
+        except ValueError as exc:
+            raise RequestError(400, f"Malformed multipart body: {exc}.") from None
+        model_id = str(form.get("model_id") or "")
+        if model_id and model_id != self.settings.model_id:
+            raise RequestError(
+                400, f"pipeline configured with {self.settings.model_id} but called with {model_id}"
+            )
+        image_field = form.get("image")
+        if not isinstance(image_field, web.FileField):
+            raise RequestError(422, "Field 'image' is required and must be a file.")
+        seed_text = str(form.get("seed") or "")
+        try:
+            seed = int(seed_text) if seed_text else random.randint(0, 2**32 - 1)
+        except ValueError:
+            raise RequestError(422, f"Field 'seed' must be an integer, got {seed_text!r}.") from None
+        decode_started = time.perf_counter()
+        batch = imaging.image_to_batch(imaging.decode_image(image_field.file.read(), self.settings.limits))
+        timings.decode = time.perf_counter() - decode_started
+        output = await self._infer(batch, timings)
+        encode_started = time.perf_counter()
+        encoded = imaging.encode_image(imaging.batch_to_image(output))
+        timings.encode = time.perf_counter() - encode_started
+        self._observe("image-to-image", started, timings)
+        return web.json_response(
+            {"images": [{"url": imaging.data_url(encoded), "seed": seed, "nsfw": False}]},
+            headers={"Server-Timing": timings.server_timing()},
+        )
