@@ -28,14 +28,17 @@ class BuildContext:
     spec: LivepeerCapabilitySpec
     generation: int = 1
     resolved_revision: str | None = None
-    # (name, uid) of every capability sharing this cache claim / prefetch Job, this one included.
+    # (name, uid) of every capability sharing this cache claim, this one included.
     cache_users: tuple[tuple[str, str], ...] = ()
     retain_cache: bool = False
     settings: OperatorSettings = field(default_factory=OperatorSettings)
+    # (name, uid) of every capability sharing this prefetch Job; empty means the cache users.
+    prefetch_users: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        users = self.cache_users or ((self.name, self.uid),)
-        object.__setattr__(self, "cache_users", tuple(sorted(set(users))))
+        users = tuple(sorted({*self.cache_users, (self.name, self.uid)}))
+        object.__setattr__(self, "cache_users", users)
+        object.__setattr__(self, "prefetch_users", tuple(sorted({*(self.prefetch_users or users), (self.name, self.uid)})))
         object.__setattr__(self, "retain_cache", self.retain_cache or self.spec.cache.retain_on_delete)
 
 
@@ -59,15 +62,17 @@ def _own_metadata(ctx: BuildContext, name: str, component: str) -> dict[str, Any
     }
 
 
-def _shared_metadata(ctx: BuildContext, name: str, component: str, *, owned: bool) -> dict[str, Any]:
+def _shared_metadata(
+    ctx: BuildContext, name: str, component: str, owners: tuple[tuple[str, str], ...]
+) -> dict[str, Any]:
     # Every user owns a shared child (controller=False) so GC removes it only with the last one.
     meta: dict[str, Any] = {
         "name": name,
         "namespace": ctx.namespace,
         "labels": naming.cache_labels(ctx.spec, component),
     }
-    if owned:
-        meta["ownerReferences"] = [owner_reference(n, u, controller=False) for n, u in ctx.cache_users]
+    if owners:
+        meta["ownerReferences"] = [owner_reference(n, u, controller=False) for n, u in owners]
     return meta
 
 
@@ -117,7 +122,9 @@ def build_cache_pvc(ctx: BuildContext) -> dict[str, Any] | None:
     }
     if cache.storage_class_name is not None:
         spec["storageClassName"] = cache.storage_class_name
-    metadata = _shared_metadata(ctx, naming.cache_claim_name(ctx.spec), "cache", owned=not ctx.retain_cache)
+    metadata = _shared_metadata(
+        ctx, naming.cache_claim_name(ctx.spec), "cache", () if ctx.retain_cache else ctx.cache_users
+    )
     metadata["annotations"] = {naming.MODEL_REPO_ANNOTATION: ctx.spec.model.repo}
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
 
@@ -159,7 +166,7 @@ def build_prefetch_job(ctx: BuildContext) -> dict[str, Any]:
     prefetcher's own stall timeout bounds a hung download.
     """
     spec = ctx.spec
-    metadata = _shared_metadata(ctx, naming.prefetch_job_name(spec), "prefetch", owned=True)
+    metadata = _shared_metadata(ctx, naming.prefetch_job_name(spec), "prefetch", ctx.prefetch_users)
     metadata["annotations"] = {
         naming.MODEL_REPO_ANNOTATION: spec.model.repo,
         naming.MODEL_REVISION_ANNOTATION: spec.model.revision,
