@@ -1,0 +1,281 @@
+"""One file's bytes: ranged, resumable across processes, stall-aware, verified.
+
+huggingface_hub deletes its temporary file when a process dies, so the transfer is done here:
+the file grows under `<cache>/.partial/...` next to a small sidecar holding the ETag it was
+started from; a later attempt (or process) continues with `Range` + `If-Range` only when the
+Hub still serves the same ETag for the same commit, and starts over otherwise.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+from lpbyoc_worker.weights import HASH_CHUNK
+
+from .plan import RemoteFile, classify
+from .progress import Progress
+from .result import (
+    CHECKSUM_MISMATCH,
+    DISK_FULL,
+    DOWNLOAD_STALLED,
+    ENTRY_NOT_FOUND,
+    NETWORK_ERROR,
+    PrefetchError,
+)
+
+log = logging.getLogger(__name__)
+
+ETAG_SUFFIX = ".lpbyoc-etag"
+_RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    stall_timeout: float = 60.0
+    max_retries: int = 5
+    backoff_initial: float = 2.0
+    backoff_max: float = 60.0
+    connect_timeout: float = 30.0
+
+    def backoff(self, failures: int) -> float:
+        """Bounded exponential backoff before retry number `failures` (1-based)."""
+        return float(min(self.backoff_max, self.backoff_initial * 2 ** (failures - 1)))
+
+
+class Aborted(Exception):
+    """Another file failed for good; this transfer stops without a reason of its own."""
+
+
+class _Retry(Exception):
+    def __init__(self, message: str, *, stalled: bool) -> None:
+        super().__init__(message)
+        self.stalled = stalled
+
+
+class _Mismatch(Exception):
+    pass
+
+
+class ContentHashes:
+    """sha256 of the content, plus the git blob id when that is what the Hub gives for the file."""
+
+    def __init__(self, remote: RemoteFile) -> None:
+        self.remote = remote
+        self.reset()
+
+    def reset(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.git = hashlib.sha1(b"blob %d\0" % self.remote.size) if self.remote.git_oid else None
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.sha256.update(data)
+        if self.git is not None:
+            self.git.update(data)
+
+    def update_from_file(self, path: Path, length: int) -> None:
+        with open(path, "rb") as fh:
+            left = length
+            while left > 0 and (chunk := fh.read(min(HASH_CHUNK, left))):
+                self.update(chunk)
+                left -= len(chunk)
+
+
+class FileFetcher:
+    """Fetches files of one (repo, sha) into `partial_root`, sharing one HTTP client between threads."""
+
+    def __init__(
+        self,
+        *,
+        client: httpx.Client,
+        endpoint: str,
+        token: str | None,
+        repo: str,
+        sha: str,
+        partial_root: Path,
+        settings: TransferSettings,
+        progress: Progress,
+        abort: threading.Event,
+    ) -> None:
+        self.client = client
+        self.endpoint = endpoint
+        self.token = token
+        self.repo = repo
+        self.sha = sha
+        self.partial_root = partial_root
+        self.settings = settings
+        self.progress = progress
+        self.abort = abort
+
+    def fetch(self, remote: RemoteFile) -> tuple[Path, str]:
+        """Download and verify one file; return its partial path and sha256. Raises PrefetchError."""
+        part = self.partial_root / remote.path
+        try:
+            part.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return self._fetch_with_retries(remote, part)
+            except _Mismatch:
+                log.warning("%s: checksum mismatch, fetching it again from the start", remote.path)
+                self._discard(part)
+            try:
+                return self._fetch_with_retries(remote, part)
+            except _Mismatch:
+                self._discard(part)
+                raise PrefetchError(
+                    CHECKSUM_MISMATCH,
+                    f"{self.repo}@{self.sha[:12]} file {remote.path}: the downloaded bytes do not match the "
+                    "Hub's checksum, twice",
+                ) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise PrefetchError(
+                    DISK_FULL,
+                    f"the cache volume is full while writing {remote.path} of {self.repo}; partial files are "
+                    "kept so a retry on a larger volume resumes",
+                ) from None
+            raise
+
+    def _discard(self, part: Path) -> None:
+        size = part.stat().st_size if part.exists() else 0
+        part.unlink(missing_ok=True)
+        self.progress.discard(size)
+
+    def _fetch_with_retries(self, remote: RemoteFile, part: Path) -> tuple[Path, str]:
+        failures = 0
+        while True:
+            if self.abort.is_set():
+                raise Aborted()
+            before = part.stat().st_size if part.exists() else 0
+            try:
+                return self._attempt(remote, part)
+            except _Retry as retry:
+                after = part.stat().st_size if part.exists() else 0
+                # A flaky link that keeps making progress is not out of budget; one that doesn't is.
+                failures = 1 if after > before else failures + 1
+                if failures > self.settings.max_retries:
+                    if retry.stalled:
+                        raise PrefetchError(
+                            DOWNLOAD_STALLED,
+                            f"{self.repo} file {remote.path}: no bytes for {self.settings.stall_timeout:g}s, "
+                            f"{self.settings.max_retries} retries used ({after} of {remote.size} bytes on disk)",
+                        ) from None
+                    raise PrefetchError(
+                        NETWORK_ERROR, f"{self.repo} file {remote.path}: {retry}, {self.settings.max_retries} retries used"
+                    ) from None
+                delay = self.settings.backoff(failures)
+                self.progress.retried()
+                log.warning(
+                    "%s: %s; retry %d/%d in %.1fs from byte %d",
+                    remote.path, retry, failures, self.settings.max_retries, delay, after,
+                )
+                if self.abort.wait(delay):
+                    raise Aborted() from None
+
+    def _attempt(self, remote: RemoteFile, part: Path) -> tuple[Path, str]:
+        url = hf_hub_url(self.repo, remote.path, revision=self.sha, endpoint=self.endpoint)
+        try:
+            meta = get_hf_file_metadata(url, token=self.token or False, timeout=self.settings.stall_timeout,
+                                        endpoint=self.endpoint)
+        except Exception as exc:
+            raise self._retry_or_fail(exc, remote) from None
+        if meta.commit_hash and meta.commit_hash != self.sha:
+            raise PrefetchError(
+                NETWORK_ERROR, f"asked for {remote.path} at {self.sha[:12]}, the Hub served {meta.commit_hash[:12]}"
+            )
+        etag = meta.etag or ""
+        etag_file = part.with_name(part.name + ETAG_SUFFIX)
+        offset = part.stat().st_size if part.exists() else 0
+        stored = etag_file.read_text() if etag_file.exists() else None
+        if offset and (stored != etag or offset > remote.size):
+            log.info("%s: partial file is from another version (ETag changed); starting over", remote.path)
+            self._discard(part)
+            offset = 0
+        etag_file.write_text(etag)
+        part.touch()
+        hashes = ContentHashes(remote)
+        hashes.update_from_file(part, offset)
+        if offset < remote.size:
+            offset = self._download(remote, part, meta.location, etag, offset, hashes)
+        if offset != remote.size:
+            raise _Mismatch()
+        sha256 = hashes.sha256.hexdigest()
+        if remote.sha256 is not None and sha256 != remote.sha256:
+            raise _Mismatch()
+        if remote.git_oid is not None and hashes.git is not None and hashes.git.hexdigest() != remote.git_oid:
+            raise _Mismatch()
+        etag_file.unlink(missing_ok=True)
+        return part, sha256
+
+    def _download(
+        self, remote: RemoteFile, part: Path, location: str, etag: str, offset: int, hashes: ContentHashes
+    ) -> int:
+        headers = {"Accept-Encoding": "identity", "User-Agent": "lpbyoc-prefetch"}
+        if self.token and urlsplit(location).netloc == urlsplit(self.endpoint).netloc:
+            headers["Authorization"] = f"Bearer {self.token}"  # never sent to a CDN on another host
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = f'"{etag}"'
+        try:
+            with self.client.stream("GET", location, headers=headers) as response:
+                if response.status_code == 206:
+                    start = _content_range_start(response.headers.get("Content-Range"))
+                    if start != offset:
+                        raise _Retry(f"server answered range from {start}, asked {offset}", stalled=False)
+                elif response.status_code == 200:
+                    if offset:  # the server ignored the range or the file changed: start over
+                        self._discard(part)
+                        part.touch()
+                        offset = 0
+                        hashes.reset()
+                elif response.status_code == 416:
+                    self._discard(part)
+                    raise _Retry("range not satisfiable; restarting the file", stalled=False)
+                elif response.status_code == 404:
+                    raise PrefetchError(ENTRY_NOT_FOUND, f"{self.repo}@{self.sha[:12]} file {remote.path} is gone")
+                else:
+                    response.raise_for_status()
+                with open(part, "r+b") as fh:
+                    fh.seek(offset)
+                    fh.truncate()
+                    for chunk in response.iter_raw():
+                        if self.abort.is_set():
+                            raise Aborted()
+                        fh.write(chunk)
+                        hashes.update(chunk)
+                        offset += len(chunk)
+                        self.progress.add_downloaded(len(chunk))
+                        if offset > remote.size:
+                            break
+        except (PrefetchError, Aborted, _Retry, OSError):
+            raise  # OSError here is the local disk (httpx wraps network errors in its own types)
+        except Exception as exc:
+            raise self._retry_or_fail(exc, remote) from None
+        return offset
+
+    def _retry_or_fail(self, exc: Exception, remote: RemoteFile) -> Exception:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        mapped = classify(exc, self.repo, self.sha[:12], remote.path)
+        if mapped is None:
+            return exc
+        if mapped.reason == NETWORK_ERROR and (status is None or status in _RETRYABLE_STATUS):
+            stalled = "Timeout" in type(exc).__name__
+            return _Retry("no bytes in time (stalled)" if stalled else mapped.message, stalled=stalled)
+        return mapped
+
+
+def _content_range_start(value: str | None) -> int | None:
+    # "bytes 100-199/200"
+    if not value or not value.startswith("bytes "):
+        return None
+    try:
+        return int(value[6:].split("-", 1)[0])
+    except ValueError:
+        return None
