@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -83,6 +85,7 @@ class Adapter:
         )
         self.processor.current_client = lambda: self.stream_server.current_client
         self._runner: web.AppRunner | None = None
+        self._live_runner_task: asyncio.Task[None] | None = None
 
     @property
     def app(self) -> web.Application:
@@ -97,7 +100,7 @@ class Adapter:
     async def start(self) -> None:
         self.readiness.start()
         if self.live_runner is not None:
-            await self.live_runner.start()
+            self._live_runner_task = asyncio.create_task(self._start_live_runner_when_ready())
         self._runner = await self.stream_server.start_server()
         log.info("adapter listening on %s:%s", self.settings.host, self.port)
 
@@ -109,8 +112,18 @@ class Adapter:
             log.warning("drain deadline passed with %d job(s) in flight", self.gate.in_flight)
         return finished
 
+    async def _start_live_runner_when_ready(self) -> None:
+        # A heartbeat says "ready": the orchestrator would route sessions to a worker without its model.
+        await self.readiness.wait_model_ready()
+        assert self.live_runner is not None
+        await self.live_runner.start()
+
     async def close(self) -> None:
         await self.stream_server.stop()
+        if self._live_runner_task is not None:
+            self._live_runner_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._live_runner_task
         if self.live_runner is not None:
             await self.live_runner.stop()
         await self.readiness.stop()

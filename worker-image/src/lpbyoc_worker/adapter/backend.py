@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lpbyoc_worker.inference import InferenceFailed, TritonUnavailable
+from lpbyoc_worker.inference import InferenceFailed, InvalidInput, TritonUnavailable
 
 from .errors import RequestError
 
@@ -33,6 +33,8 @@ def triton_error(exc: Exception) -> RequestError:
         return RequestError(
             503, f"The inference server is unavailable: {exc}", {"Retry-After": RETRY_AFTER_SECONDS}
         )
+    if isinstance(exc, InvalidInput):
+        return RequestError(400, f"The input does not fit the model: {exc}")
     if isinstance(exc, InferenceFailed):
         log.warning("Triton inference failed: %s", exc)
         return RequestError(502, f"The inference server failed the request: {exc}")

@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-pending-frames", type=int, default=2, help="live frames allowed to wait; older drop"
     )
     parser.add_argument("--triton-timeout", type=float, default=30.0, help="seconds one Triton call may take")
+    parser.add_argument(
+        "--live-runner",
+        action="store_true",
+        help="heartbeat to the orchestrator as a Live Runner (settings from LIVE_RUNNER_* variables)",
+    )
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -63,16 +68,22 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
     )
 
 
-def build_live_runner(args: argparse.Namespace) -> LiveRunner | None:
-    """The live-runner heartbeat, when its settings were given."""
-    return None
+def build_live_runner(args: argparse.Namespace, environ: dict[str, str] | None = None) -> LiveRunner | None:
+    """With `--live-runner`, the heartbeat configured from the LIVE_RUNNER_* variables."""
+    if not args.live_runner:
+        return None
+    from lpbyoc_worker.liverunner import LiveRunnerConfig, LiveRunnerHeartbeat
+
+    env = dict(os.environ if environ is None else environ)
+    env.setdefault("LIVE_RUNNER_PORT", str(args.port))
+    return LiveRunnerHeartbeat(LiveRunnerConfig.from_env(env))
 
 
-async def serve(settings: AdapterSettings, args: argparse.Namespace) -> int:
+async def serve(settings: AdapterSettings, args: argparse.Namespace, live_runner: LiveRunner | None) -> int:
     from lpbyoc_worker.inference import TritonInference
 
-    backend = TritonInference(args.triton_grpc, args.model_name, timeout=args.triton_timeout)
-    adapter = Adapter(settings, backend, live_runner=build_live_runner(args))
+    backend = TritonInference(args.triton_grpc, args.model_name, timeout_s=args.triton_timeout)
+    adapter = Adapter(settings, backend, live_runner=live_runner)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -92,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         settings = settings_from_args(args)
+        live_runner = build_live_runner(args)
     except ValueError as exc:
         log.error("invalid settings: %s", exc)
         return 2
-    return asyncio.run(serve(settings, args))
+    return asyncio.run(serve(settings, args, live_runner))

@@ -42,16 +42,22 @@ class Timings:
         return f"decode;dur={self.decode * 1e3:.3f}, triton;dur={self.triton * 1e3:.3f}, encode;dur={self.encode * 1e3:.3f}"
 
 
-async def read_body(request: web.Request, limit: int) -> tuple[web.Request, bytes]:
-    """The body, refused with 413 as soon as it is known (Content-Length) or read to be too big."""
+def limited(request: web.Request, limit: int) -> web.Request:
+    """The request with `limit` enforced while its body is read; 413 at once when Content-Length says so."""
     if request.content_length is not None and request.content_length > limit:
         raise RequestError(413, f"Request body is {request.content_length} bytes; the limit is {limit}.")
-    limited = request.clone(client_max_size=limit)
+    return request.clone(client_max_size=limit)
+
+
+def too_large(limit: int) -> RequestError:
+    return RequestError(413, f"Request body exceeds the limit of {limit} bytes.")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
     try:
-        body = await limited.read()
+        return await limited(request, limit).read()
     except web.HTTPRequestEntityTooLarge:
-        raise RequestError(413, f"Request body exceeds the limit of {limit} bytes.") from None
-    return limited, body
+        raise too_large(limit) from None
 
 
 class JobHandlers:
@@ -117,7 +123,7 @@ class JobHandlers:
                 f"Unsupported Content-Type '{content_type}'; send application/json, image/png, "
                 "image/jpeg or application/octet-stream.",
             )
-        _, body = await read_body(request, self.settings.max_body_bytes)
+        body = await read_body(request, self.settings.max_body_bytes)
         output_type = "image/png"
         decode_started = time.perf_counter()
         if content_type == JSON_TYPE:
@@ -189,9 +195,10 @@ class JobHandlers:
             raise RequestError(
                 415, f"Unsupported Content-Type '{request.content_type}'; send multipart/form-data."
             )
-        limited, _ = await read_body(request, self.settings.max_body_bytes)
         try:
-            form = await limited.post()
+            form = await limited(request, self.settings.max_body_bytes).post()
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large(self.settings.max_body_bytes) from None
         except ValueError as exc:
             raise RequestError(400, f"Malformed multipart body: {exc}.") from None
         model_id = str(form.get("model_id") or "")
