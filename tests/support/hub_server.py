@@ -173,7 +173,7 @@ class RequestRecord:
     path: str
     range: str | None
     authorization: bool
-    status: int
+    status: int  # 0 until the response headers are sent
 
 
 class FakeHub:
@@ -322,31 +322,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, *, head: bool) -> None:
         url = urlsplit(self.path)
-        status = 500
+        # Recorded before answering, so a test sees requests that are still stalled.
+        record = RequestRecord(
+            method=self.command,
+            path=unquote(url.path),
+            range=self.headers.get("Range"),
+            authorization="Authorization" in self.headers,
+            status=0,
+        )
+        self.hub._record(record)
         try:
             if url.path.startswith("/api/models/"):
-                status = self._api(url.path, parse_qs(url.query), head=head)
+                record.status = self._api(url.path, parse_qs(url.query), head=head)
             elif (match := _RESOLVE_RE.match(url.path)) is not None:
-                status = self._resolve(
+                record.status = self._resolve(
                     unquote(match["repo"]), unquote(match["rev"]), unquote(match["path"]), head=head
                 )
             else:
                 raise _Refused(404, None, "no such endpoint")
         except _Refused as refused:
-            status = refused.status
+            record.status = refused.status
             self._send_error(refused, head=head)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        finally:
-            self.hub._record(
-                RequestRecord(
-                    method=self.command,
-                    path=url.path,
-                    range=self.headers.get("Range"),
-                    authorization="Authorization" in self.headers,
-                    status=status,
-                )
-            )
 
     def _send_error(self, refused: _Refused, *, head: bool) -> None:
         body = json.dumps({"error": refused.message}).encode()
@@ -467,15 +465,6 @@ class _Handler(BaseHTTPRequestHandler):
         sent = 0
         limit = fault.after_bytes if fault is not None and fault.kind in ("stall", "cut") else None
         while sent < length:
-            want = min(_SEND_CHUNK, length - sent)
-            if limit is not None and sent < limit:
-                want = min(want, limit - sent)
-            chunk = served.content.read(start + sent, want)
-            if fault is not None and fault.kind == "corrupt":
-                chunk = bytes(chunk).translate(_FLIP)
-            self.wfile.write(chunk)
-            sent += len(chunk)
-            self.hub._count(repo_id, served.path, len(chunk))
             if limit is not None and sent >= limit:
                 assert fault is not None
                 self.wfile.flush()
@@ -486,6 +475,15 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 self.hub._release.wait(fault.seconds)
                 limit = None
+            want = min(_SEND_CHUNK, length - sent)
+            if limit is not None:
+                want = min(want, limit - sent)
+            chunk = served.content.read(start + sent, want)
+            if fault is not None and fault.kind == "corrupt":
+                chunk = bytes(chunk).translate(_FLIP)
+            self.wfile.write(chunk)
+            sent += len(chunk)
+            self.hub._count(repo_id, served.path, len(chunk))
 
 
 def _tree(files: Mapping[str, ServedFile], prefix: str, *, recursive: bool) -> list[dict[str, object]]:
@@ -505,13 +503,23 @@ def _tree(files: Mapping[str, ServedFile], prefix: str, *, recursive: bool) -> l
     return list(entries.values())
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Clients that hang up mid-body (stall and kill tests do it on purpose) are not errors.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 @contextlib.contextmanager
 def serve_hub(host: str = "127.0.0.1", port: int = 0) -> Iterator[FakeHub]:
     """Run a FakeHub on loopback in a background thread for the duration of the block."""
     hub = FakeHub()
     handler = type("BoundHandler", (_Handler,), {"hub": hub})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = _QuietServer((host, port), handler)
     hub.url = f"http://{host}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, name="fake-hub", daemon=True)
     thread.start()
