@@ -211,8 +211,17 @@ def prefetch_failed_permanently(obs: Observed) -> bool:
 
 
 def compute_phase(conds: Mapping[str, ConditionResult], obs: Observed) -> str:
-    if conds[SPEC_VALID].status != "True" or obs.prefetch_state == "failed":
+    """One word for `kubectl get`: the conditions say why.
+
+    A transient prefetch failure (network, stall, disk) stays Downloading: the operator
+    retries it. A failure that only a spec or Hub change can fix is Failed.
+    """
+    weights_reason = conds[WEIGHTS_CACHED].reason
+    if conds[SPEC_VALID].status != "True" or weights_reason == "VolumeLost":
         return "Failed"
+    if obs.prefetch_state == "failed":
+        transient = weights_reason in PREFETCH_FAILURE_REASONS - PERMANENT_PREFETCH_REASONS
+        return "Downloading" if transient else "Failed"
     if conds[READY].status == "True":
         return "Degraded" if conds[WORKER_AVAILABLE].reason != "Available" else "Ready"
     if conds[WEIGHTS_CACHED].status != "True":
