@@ -7,6 +7,7 @@ that feed the aiModels writer. One `Orchestration` per operator process holds th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lpbyoc.kube import Kube
@@ -15,7 +16,7 @@ from lpbyoc.orchestrator.aimodels_writer import AiModelsWriter
 from lpbyoc.orchestrator.byoc import ByocRegistrar
 from lpbyoc.view import CapabilityView, ConditionResult
 
-__all__ = ["Orchestration", "aimodels", "detach", "orchestration", "sync"]
+__all__ = ["Orchestration", "aimodels", "bind", "detach", "orchestration", "reset", "sync"]
 
 
 @dataclass
@@ -23,13 +24,26 @@ class Orchestration:
     writer: AiModelsWriter = field(default_factory=AiModelsWriter)
     registrar: ByocRegistrar = field(default_factory=ByocRegistrar)
 
+    def bind(self, kube: Kube, trigger: Callable[[tuple[str, str]], None] | None = None) -> None:
+        """At operator start: the API client, and how to ask for a reconcile of (namespace, name)
+        when a condition changes outside a reconcile (a file written, a re-registration failed)."""
+        self.writer.kube = kube
+        self.registrar.bind(kube, trigger)
+        if trigger is not None:
+
+            def trigger_all(keys: list[tuple[str, str]]) -> None:
+                for key in keys:
+                    trigger(key)
+
+            self.writer.on_flushed = trigger_all
+
     async def sync(self, view: CapabilityView, kube: Kube) -> ConditionResult:
         integration = view.spec.capability.integration
         if integration == "aiModels":
             self.writer.kube = kube
-            key = self.writer.observe(view)
-            if key is not None:
-                await self.writer.settled(key, self.writer.max_delay_s + 5.0)
+            # No waiting for the write here: the reconcile of a burst must not serialise on the
+            # debounce. `writer.on_flushed` asks for a new reconcile once the file is written.
+            self.writer.observe(view)
             return self.writer.condition(view)
         if integration == "byoc":
             return await self.registrar.sync(view, kube)
@@ -61,6 +75,11 @@ def reset() -> Orchestration:
     global _current
     _current = Orchestration()
     return _current
+
+
+def bind(kube: Kube, trigger: Callable[[tuple[str, str]], None] | None = None) -> None:
+    """Called once at operator start (see `Orchestration.bind`)."""
+    _current.bind(kube, trigger)
 
 
 async def sync(view: CapabilityView, kube: Kube) -> ConditionResult:

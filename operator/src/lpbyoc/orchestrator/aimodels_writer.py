@@ -16,7 +16,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 from lpbyoc.kube import Kube, KubeError, needs_update
@@ -55,6 +55,9 @@ class AiModelsWriter:
         self.max_delay_s = max_delay_s
         self.backoff = backoff or Backoff(initial_s=1.0, max_s=60.0)
         self.kube: Kube | None = None
+        # Called with the (namespace, name) of every capability of an orchestrator after its
+        # file was flushed, so the reconcile can re-read the Registered condition at once.
+        self.on_flushed: Callable[[list[tuple[str, str]]], None] | None = None
         self.writes = 0  # object writes (ConfigMap/Secret create or patch), for tests and the benchmark
         self._index: ClaimIndex | None = None
         self._observations: dict[str, Observation] = {}
@@ -144,7 +147,10 @@ class AiModelsWriter:
                 await asyncio.sleep(self.quiet_s)
                 continue
             outcome = await self._flush(key)
+            before = self._outcomes.get(key)
             self._outcomes[key] = outcome
+            if self.on_flushed is not None and outcome != before:
+                self.on_flushed(sorted((c.namespace, c.name) for c in self.claims(key)))
             if outcome.error is not None:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
@@ -235,35 +241,43 @@ class AiModelsWriter:
     # -- the Registered condition --------------------------------------------------------------
 
     def condition(self, view: CapabilityView) -> ConditionResult:
+        """Conflicts and waiting come from the claims as they are now; `Listed` only from a written file."""
         claim = aimodels.claim_from_view(view)
         if claim is None:
             return ConditionResult("Unknown", "NotAiModels", "capability is not in aiModels mode")
-        outcome = self._outcomes.get(claim.orchestrator_key)
-        if outcome is None:
-            return ConditionResult("Unknown", "Pending", "aiModels.json not rendered yet")
-        resolution = outcome.resolution
-        if claim.key in resolution.conflicts:
+        key = claim.orchestrator_key
+        claims = {c.key: c for c in self.claims(key)}
+        claims[claim.key] = aimodels.with_observation(claims.get(claim.key, claim), self._observations.get(claim.key))
+        current = aimodels.resolve(claims.values())
+        if claim.key in current.conflicts:
             return ConditionResult(
                 "False",
                 "Conflict",
                 f"pipeline {claim.pipeline} model_id {claim.model_id} on orchestrator {claim.orchestrator} "
-                f"is already served by {resolution.conflicts[claim.key]}; this capability is left out of aiModels.json",
+                f"is already claimed by {current.conflicts[claim.key]} (older); this capability is left out of "
+                "aiModels.json",
             )
+        name = aimodels.object_name(claim.orchestrator)
+        if claim.key in current.waiting:
+            return ConditionResult("False", "WaitingForWorker", f"listed in {name} once the worker Service answers /health")
+        outcome = self._outcomes.get(key)
+        if outcome is None:
+            return ConditionResult("Unknown", "Pending", f"{name} not written yet")
         if outcome.error is not None:
             return outcome.error
-        name = aimodels.object_name(claim.orchestrator)
-        if any(c.key == claim.key for c in resolution.listed):
+        if any(c.key == claim.key for c in outcome.resolution.listed):
+            update = "; an update is being written" if self.is_pending(key) else ""
             return ConditionResult(
                 "True",
                 "Listed",
-                f"listed in {outcome.object_kind} {name} (checksum {outcome.checksum[:12]}); "
-                "go-livepeer restarts to load it",
+                f"listed in {outcome.object_kind} {name} (checksum {outcome.checksum[:12]}), "
+                f"go-livepeer restarts to load it{update}",
             )
-        if claim.key in resolution.waiting:
-            return ConditionResult(
-                "False", "WaitingForWorker", f"listed in {name} once the worker Service answers /health"
-            )
-        return ConditionResult("Unknown", "Pending", f"{name} not rendered with this capability yet")
+        return ConditionResult("Unknown", "Pending", f"{name} is being re-rendered (changes are coalesced)")
+
+    def is_pending(self, key: OrchestratorKey) -> bool:
+        settled = self._settled.get(key)
+        return settled is not None and not settled.is_set()
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,7 +121,12 @@ class ByocRegistrar:
         self._states: dict[str, _State] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._kube: Kube | None = None
+        self._trigger: Callable[[tuple[str, str]], None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+
+    def bind(self, kube: Kube, trigger: Callable[[tuple[str, str]], None] | None) -> None:
+        self._kube = kube
+        self._trigger = trigger
 
     def _inputs(self, view: CapabilityView) -> str:
         spec = view.spec
@@ -272,8 +278,12 @@ class ByocRegistrar:
             )
             if due:
                 async with self._locks.setdefault(key, asyncio.Lock()):
-                    if key in self._states:
-                        await self._sync_locked(view, kube, state, time.monotonic())
+                    if key not in self._states:
+                        continue
+                    before = state.condition
+                    after = await self._sync_locked(view, kube, state, time.monotonic())
+                if self._trigger is not None and (after.status, after.reason) != (before.status, before.reason):
+                    self._trigger((view.namespace, view.name))
 
     def condition(self, key: str) -> ConditionResult | None:
         state = self._states.get(key)
