@@ -1,0 +1,224 @@
+"""Against a real tritonserver (nvidia-pytriton wheel) serving the generated repository.
+
+Nothing is mocked: the session fixture builds a TorchScript conv net, runs `model-repo` and starts
+tritonserver. The kill/restart test runs last in this module and leaves the server running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+from lpbyoc_worker.inference import (
+    InferenceFailed,
+    InvalidInput,
+    TritonInference,
+    TritonUnavailable,
+)
+
+from tests.support.triton import DEFAULT_SERVING, RunningTriton, free_ports, run_model_repo
+
+
+def reference(triton: RunningTriton, batch: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return triton.module()(torch.from_numpy(batch)).numpy()
+
+
+def frames(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((batch, 3, height, width), dtype=np.float32)
+
+
+@pytest.fixture
+def admin(triton_server: RunningTriton) -> Iterator[grpcclient.InferenceServerClient]:
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    yield client
+    client.close()
+
+
+def test_server_serves_the_generated_config(admin: grpcclient.InferenceServerClient) -> None:
+    config = admin.get_model_config("model", as_json=True)["config"]
+    assert config["backend"] == "python"
+    assert config["max_batch_size"] == DEFAULT_SERVING["maxBatchSize"]
+    assert [(t["name"], t["data_type"], [int(d) for d in t["dims"]]) for t in config["input"]] == [
+        ("INPUT__0", "TYPE_FP32", [3, -1, -1])
+    ]
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == "100"
+    assert [(g["kind"], g["count"]) for g in config["instance_group"]] == [("KIND_CPU", 1)]
+
+
+@pytest.mark.parametrize(
+    ("batch", "height", "width"), [(1, 64, 64), (1, 256, 256), (1, 512, 512), (4, 37, 53)]
+)
+async def test_inference_matches_the_torchscript_module(
+    triton_server: RunningTriton, batch: int, height: int, width: int
+) -> None:
+    x = frames(batch, height, width, seed=height)
+    async with TritonInference(triton_server.grpc_url, triton_server.model_name) as client:
+        y = await client.infer(x)
+    assert y.shape == (batch, 3, height, width)
+    np.testing.assert_allclose(y, reference(triton_server, x), rtol=1e-5, atol=1e-6)
+
+
+async def test_http_transport_gives_the_same_result(triton_server: RunningTriton) -> None:
+    x = frames(2, 32, 48)
+    async with TritonInference(triton_server.http_url, protocol="http") as client:
+        y = await client.infer(x)
+    np.testing.assert_allclose(y, reference(triton_server, x), rtol=1e-5, atol=1e-6)
+
+
+async def test_concurrent_requests_of_mixed_sizes_are_batched_correctly(triton_server: RunningTriton) -> None:
+    # Dynamic batching hands the python backend several requests at once; same-shaped ones run as one batch.
+    inputs = [frames(1 + i % 2, 24 + 8 * (i % 3), 32, seed=i) for i in range(12)]
+    async with TritonInference(triton_server.grpc_url) as client:
+        outputs = await asyncio.gather(*(client.infer(x) for x in inputs))
+    for x, y in zip(inputs, outputs, strict=True):
+        np.testing.assert_allclose(y, reference(triton_server, x), rtol=1e-5, atol=1e-6)
+
+
+async def test_uint8_input_is_widened_and_lossy_conversions_refused(triton_server: RunningTriton) -> None:
+    pixels = np.random.default_rng(3).integers(0, 255, (1, 3, 16, 16), dtype=np.uint8)
+    async with TritonInference(triton_server.grpc_url) as client:
+        y = await client.infer(pixels)
+        np.testing.assert_allclose(
+            y, reference(triton_server, pixels.astype(np.float32)), rtol=1e-5, atol=1e-6
+        )
+        with pytest.raises(InvalidInput, match="cannot convert complex64"):
+            await client.infer(pixels.astype(np.complex64))
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((3, 16, 16), r"needs 4 dimensions \[batch, 3, -1, -1\]"),
+        ((1, 4, 16, 16), "dimension 0 must be 3, got 4"),
+        ((9, 3, 8, 8), r"batch size 9 is outside 1\.\.8"),
+        ((1, 3, 0, 8), "dimension 1 is empty"),
+    ],
+)
+async def test_inputs_that_do_not_fit_the_config_are_refused_before_sending(
+    triton_server: RunningTriton, shape: tuple[int, ...], message: str
+) -> None:
+    async with TritonInference(triton_server.grpc_url) as client:
+        with pytest.raises(InvalidInput, match=message):
+            await client.infer(np.zeros(shape, dtype=np.float32))
+
+
+async def test_unknown_model_is_unavailable(triton_server: RunningTriton) -> None:
+    async with TritonInference(triton_server.grpc_url, "no_such_model") as client:
+        assert await client.is_model_ready() is False
+        with pytest.raises(TritonUnavailable):
+            await client.infer(frames(1, 8, 8))
+
+
+async def test_nothing_listening_is_unavailable() -> None:
+    (port,) = free_ports(1)
+    async with TritonInference(f"127.0.0.1:{port}", timeout_s=5) as client:
+        assert await client.is_model_ready() is False
+        with pytest.raises(TritonUnavailable, match=r"unavailable|unreachable"):
+            await client.infer(frames(1, 8, 8))
+
+
+async def test_readiness_flips_only_when_the_model_is_loaded(
+    triton_server: RunningTriton, admin: grpcclient.InferenceServerClient
+) -> None:
+    # A second model in the same repository, with open channel dims so a wrong channel count reaches torch.
+    serving = {
+        **DEFAULT_SERVING,
+        "inputs": [{"name": "INPUT__0", "dataType": "TYPE_FP32", "dims": [-1, -1, -1]}],
+    }
+    result = run_model_repo(
+        triton_server.weights_dir, triton_server.model_repository, serving=serving, model_name="late"
+    )
+    assert result.returncode == 0, result.stderr
+    async with TritonInference(triton_server.grpc_url, "late") as client:
+        assert await client.is_model_ready() is False
+        admin.load_model("late")
+        try:
+            assert await client.is_model_ready() is True
+            x = frames(1, 16, 16)
+            np.testing.assert_allclose(
+                await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6
+            )
+            # Triton's own error comes back as InferenceFailed with the backend's message.
+            with pytest.raises(InferenceFailed, match="RuntimeError"):
+                await client.infer(np.zeros((1, 4, 16, 16), dtype=np.float32))
+        finally:
+            admin.unload_model("late")
+        for _ in range(50):
+            if not await client.is_model_ready():
+                break
+            await asyncio.sleep(0.1)
+        assert await client.is_model_ready() is False
+        with pytest.raises(TritonUnavailable):
+            await client.infer(frames(1, 8, 8))
+
+
+NUMPY_PROBE = textwrap.dedent(
+    """
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            version = np.array([np.__version__.encode()], dtype=np.object_)
+            return [pb_utils.InferenceResponse([pb_utils.Tensor("NUMPY_VERSION", version)]) for _ in requests]
+    """
+)
+
+
+def test_numpy_is_older_than_2_in_the_client_and_in_the_python_backend(
+    triton_server: RunningTriton, admin: grpcclient.InferenceServerClient
+) -> None:
+    """With numpy 2 the python backend answers with empty outputs and no error: guard both sides."""
+    assert int(np.__version__.split(".")[0]) < 2, f"client venv has numpy {np.__version__}"
+    probe = triton_server.model_repository / "numpy_probe"
+    (probe / "1").mkdir(parents=True, exist_ok=True)
+    (probe / "1" / "model.py").write_text(NUMPY_PROBE)
+    (probe / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "DUMMY", data_type: TYPE_INT32, dims: [1] }]\n'
+        'output [{ name: "NUMPY_VERSION", data_type: TYPE_STRING, dims: [1] }]\n'
+        "instance_group [{ kind: KIND_CPU, count: 1 }]\n"
+    )
+    admin.load_model("numpy_probe")
+    try:
+        dummy = grpcclient.InferInput("DUMMY", [1], "INT32")
+        dummy.set_data_from_numpy(np.zeros(1, dtype=np.int32))
+        version = admin.infer("numpy_probe", [dummy]).as_numpy("NUMPY_VERSION")
+    finally:
+        admin.unload_model("numpy_probe")
+    assert version is not None and version.shape == (1,), f"empty backend output: {version!r}"
+    backend_numpy = version[0].decode()
+    assert int(backend_numpy.split(".")[0]) < 2, f"python backend runs numpy {backend_numpy}"
+
+    # And the real model's outputs are non-empty and shaped like its input.
+    x = frames(2, 8, 8)
+    model_input = grpcclient.InferInput("INPUT__0", list(x.shape), "FP32")
+    model_input.set_data_from_numpy(x)
+    y = admin.infer("model", [model_input]).as_numpy("OUTPUT__0")
+    assert y is not None and y.shape == x.shape and y.size > 0
+
+
+async def test_triton_killed_then_restarted(triton_server: RunningTriton) -> None:
+    x = frames(1, 32, 32)
+    async with TritonInference(triton_server.grpc_url, timeout_s=5) as client:
+        assert await client.is_model_ready() is True
+        triton_server.kill()
+        try:
+            assert await client.is_model_ready() is False
+            with pytest.raises(TritonUnavailable):
+                await client.infer(x)
+        finally:
+            triton_server.start()
+        # The same client (one per adapter process) recovers without being recreated.
+        for _ in range(50):
+            if await client.is_model_ready():
+                break
+            await asyncio.sleep(0.1)
+        assert await client.is_model_ready() is True
+        np.testing.assert_allclose(await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6)
