@@ -65,7 +65,7 @@ Quantity = Annotated[
 ]
 
 
-def _cel(rule: str, message: str) -> dict[str, str]:
+def _cel(rule: str, message: str) -> dict[str, Any]:
     return {"rule": rule, "message": message}
 
 
@@ -131,6 +131,10 @@ class ModelSource(_Model):
     )
 
 
+def _default_access_modes() -> list[AccessMode]:
+    return ["ReadWriteOnce"]
+
+
 class CacheSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra={
@@ -150,7 +154,7 @@ class CacheSpec(_Model):
     size: Quantity = Field(default="20Gi", description="Requested size of the weights PVC.")
     storage_class_name: str | None = Field(default=None, max_length=253)
     access_modes: list[AccessMode] = Field(
-        default_factory=lambda: ["ReadWriteOnce"], min_length=1, max_length=4
+        default_factory=_default_access_modes, min_length=1, max_length=4
     )
     existing_claim: str | None = Field(
         default=None, max_length=253, description="Use this PVC instead of creating one."
