@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import trustme
-
 from lpbyoc.kube import Kube
 from lpbyoc.spec import GROUP, PLURAL, VERSION, parse_spec
 from lpbyoc.view import CapabilityView
+
 from tests.support.orchestrator_double import OrchestratorDouble
 
 NAMESPACE = "ml"

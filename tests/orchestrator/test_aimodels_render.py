@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lpbyoc.orchestrator import aimodels
 from lpbyoc.spec import PIPELINES
+
 from tests.orchestrator.conftest import cr_body, view_of
 
 GOLDEN = Path(__file__).parent / "golden" / "aiModels.json"

@@ -203,6 +203,9 @@ class AiModelsWriter:
             missing = await self._stamp(namespace, claims, digest)
         except KubeError as exc:
             return Flushed(resolution, kind, error=ConditionResult("False", "WriteFailed", f"{kind}: {exc}"))
+        except Exception as exc:  # a malformed object or a client fault must not end the writer
+            logger.exception("aiModels flush for %s/%s failed", namespace, orchestrator)
+            return Flushed(resolution, kind, error=ConditionResult("False", "WriteFailed", f"{type(exc).__name__}: {exc}"))
         if missing:
             message = f"{', '.join(missing)} not found in {namespace}: go-livepeer cannot be restarted to load the file"
             return Flushed(resolution, kind, digest, error=ConditionResult("False", "WorkloadNotFound", message))
