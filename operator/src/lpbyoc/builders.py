@@ -7,8 +7,12 @@ inputs always produce the same objects and an idle reconcile has nothing to appl
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
+
+from lightkube.utils.quantity import parse_quantity
 
 from lpbyoc import naming
 from lpbyoc.settings import OperatorSettings
@@ -34,12 +38,25 @@ class BuildContext:
     settings: OperatorSettings = field(default_factory=OperatorSettings)
     # (name, uid) of every capability sharing this prefetch Job; empty means the cache users.
     prefetch_users: tuple[tuple[str, str], ...] = ()
+    # Size of a shared claim: the largest any user asks for (`largest_quantity`); None = this spec's.
+    cache_size: str | None = None
 
     def __post_init__(self) -> None:
         users = tuple(sorted({*self.cache_users, (self.name, self.uid)}))
         object.__setattr__(self, "cache_users", users)
         object.__setattr__(self, "prefetch_users", tuple(sorted({*(self.prefetch_users or users), (self.name, self.uid)})))
         object.__setattr__(self, "retain_cache", self.retain_cache or self.spec.cache.retain_on_delete)
+
+
+def largest_quantity(sizes: Iterable[str]) -> str:
+    """The largest of some Kubernetes quantities, as written ("20Gi" over "5000Mi")."""
+    def value(size: str) -> Decimal:
+        parsed = parse_quantity(size)
+        if parsed is None:
+            raise ValueError(f"not a quantity: {size!r}")
+        return parsed
+
+    return max(sizes, key=value)
 
 
 def owner_reference(name: str, uid: str, *, controller: bool) -> dict[str, Any]:
@@ -117,7 +134,8 @@ def build_cache_pvc(ctx: BuildContext) -> dict[str, Any] | None:
         return None
     spec: dict[str, Any] = {
         "accessModes": list(cache.access_modes),
-        "resources": {"requests": {"storage": cache.size}},
+        # A PVC can grow but never shrink: a shared claim is as large as its largest user asks.
+        "resources": {"requests": {"storage": ctx.cache_size or cache.size}},
         "volumeMode": "Filesystem",
     }
     if cache.storage_class_name is not None:

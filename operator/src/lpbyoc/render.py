@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from lpbyoc import naming
-from lpbyoc.builders import BuildContext, build_children
+from lpbyoc.builders import BuildContext, build_children, largest_quantity
 from lpbyoc.settings import OperatorSettings
 from lpbyoc.spec import KIND, LivepeerCapabilitySpec
 from lpbyoc.validation import SpecError, validate_capability
@@ -89,14 +89,19 @@ def parse_capabilities(
     return capabilities
 
 
-def _users(caps: Sequence[Capability], cap: Capability, key: Callable[[LivepeerCapabilitySpec], str]) -> tuple[tuple[str, str], ...]:
-    return tuple(
-        sorted((c.name, c.uid) for c in caps if c.namespace == cap.namespace and key(c.spec) == key(cap.spec))
-    )
+def _sharing(
+    caps: Sequence[Capability], cap: Capability, key: Callable[[LivepeerCapabilitySpec], str]
+) -> list[Capability]:
+    return [c for c in caps if c.namespace == cap.namespace and key(c.spec) == key(cap.spec)]
+
+
+def _ids(caps: Sequence[Capability]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((c.name, c.uid) for c in caps))
 
 
 def build_context(caps: Sequence[Capability], cap: Capability, settings: OperatorSettings) -> BuildContext:
-    claim_users = [c for c in caps if c.namespace == cap.namespace and naming.cache_claim_name(c.spec) == naming.cache_claim_name(cap.spec)]
+    """What the operator would know about `cap` with every capability in `caps` in the cluster."""
+    claim_users = _sharing(caps, cap, naming.cache_claim_name)
     revision = cap.spec.model.revision
     return BuildContext(
         namespace=cap.namespace,
@@ -104,9 +109,10 @@ def build_context(caps: Sequence[Capability], cap: Capability, settings: Operato
         uid=cap.uid,
         spec=cap.spec,
         resolved_revision=revision if is_commit_sha(revision) else UNRESOLVED_SHA,
-        cache_users=_users(caps, cap, naming.cache_claim_name),
-        prefetch_users=_users(caps, cap, naming.prefetch_job_name),
+        cache_users=_ids(claim_users),
+        prefetch_users=_ids(_sharing(caps, cap, naming.prefetch_job_name)),
         retain_cache=any(c.spec.cache.retain_on_delete for c in claim_users),
+        cache_size=largest_quantity(c.spec.cache.size for c in claim_users),
         settings=settings,
     )
 

@@ -294,3 +294,13 @@ def test_children_wait_for_weights(weights_ready: bool, kinds: list[str]) -> Non
 
 def test_builders_are_deterministic() -> None:
     assert builders.build_children(ctx_with(), True) == builders.build_children(ctx_with(), True)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "largest"),
+    [(["5Gi", "20Gi"], "20Gi"), (["20000Mi", "19Gi"], "20000Mi"), (["1073741824", "1Gi"], "1073741824"), (["500M", "1G"], "1G")],
+)
+def test_shared_claim_takes_the_largest_size(sizes: list[str], largest: str) -> None:
+    assert builders.largest_quantity(sizes) == largest
+    pvc = builders.build_cache_pvc(ctx_with({"cache.size": sizes[0]}, cache_size=builders.largest_quantity(sizes)))
+    assert pvc is not None and pvc["spec"]["resources"]["requests"]["storage"] == largest

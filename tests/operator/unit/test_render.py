@@ -162,3 +162,18 @@ def test_console_script_renders_without_a_cluster() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "kind: Deployment" in result.stdout and "nvidia.com/mig-3g.20gb: 1" in result.stdout
+
+
+def test_all_examples_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """byoc and liveRunner examples use the same repo: one claim, sized for the larger request."""
+    args = [a for p in EXAMPLES for a in ("-f", str(p))]
+    code, out, err = render_cli(capsys, *args)
+    assert (code, err) == (0, "")
+    objects = [o for o in yaml.safe_load_all(out) if o]
+    keys = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert len(keys) == len(set(keys))
+    assert sum(o["kind"] == "Deployment" for o in objects) == len(EXAMPLES)
+    shared = next(o for o in objects if o["kind"] == "PersistentVolumeClaim"
+                  and len(o["metadata"].get("ownerReferences", [])) == 2)
+    assert shared["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert {r["name"] for r in shared["metadata"]["ownerReferences"]} == {"image-restyle", "live-restyle"}
