@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lpbyoc_worker import cli
+
 from tests.support.hub_server import Content, FakeHub, serve_hub, tiny_model_files
 
 REPO = "acme/tiny"

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from lpbyoc_worker.weights import (
     MARKER_NAME,
     SnapshotError,
@@ -20,6 +19,7 @@ from lpbyoc_worker.weights import (
     snapshot_dir,
     verify,
 )
+
 from tests.support.hub_server import FakeHub, PatternBlob, content_sha256
 
 from .conftest import REPO
@@ -121,7 +121,7 @@ def test_the_worker_refuses_a_snapshot_without_a_valid_marker(hub: FakeHub, cach
     root = snapshot_dir(cache, REPO, sha)
     root.mkdir(parents=True)
     (root / "config.json").write_bytes(b"{}")
-    with pytest.raises(SnapshotError, match="marker .* is missing"):
+    with pytest.raises(SnapshotError, match=r"marker .* is missing"):
         find_snapshot(cache, REPO, sha)
 
     (root / MARKER_NAME).write_text("{not json")

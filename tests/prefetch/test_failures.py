@@ -7,13 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from lpbyoc_worker import cli
 from lpbyoc_worker.prefetch.plan import RemoteFile
 from lpbyoc_worker.prefetch.progress import Progress
 from lpbyoc_worker.prefetch.result import PrefetchError
 from lpbyoc_worker.prefetch.transfer import FileFetcher, TransferSettings
 from lpbyoc_worker.weights import MARKER_NAME, partial_dir, repo_dirname, snapshot_dir
+
 from tests.support.hub_server import FakeHub, PatternBlob
 
 from .conftest import REPO, prefetch_args, tmpfs

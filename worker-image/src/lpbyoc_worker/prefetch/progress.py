@@ -147,7 +147,7 @@ class ProgressServer:
 
     def __init__(self, progress: Progress, port: int, host: str = "0.0.0.0") -> None:
         registry = CollectorRegistry()
-        registry.register(_ProgressCollector(progress))  # type: ignore[arg-type]
+        registry.register(_ProgressCollector(progress))
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
