@@ -391,6 +391,8 @@ def build_worker_deployment(ctx: BuildContext) -> dict[str, Any]:
         "spec": {
             "replicas": spec.replicas,
             "revisionHistoryLimit": 3,
+            # Pulling a multi-GB image and loading weights routinely outlasts the 10-minute default.
+            "progressDeadlineSeconds": 1800,
             "selector": {"matchLabels": naming.worker_selector_labels(ctx.name)},
             # GPUs are scarce: replace pods one at a time instead of asking for an extra GPU.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},

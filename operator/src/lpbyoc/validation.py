@@ -137,7 +137,9 @@ def validation_errors(body: Mapping[str, Any], old_body: Mapping[str, Any] | Non
     if body.get("apiVersion") != API_VERSION or body.get("kind") != KIND:
         return [f"not a {KIND}: apiVersion {body.get('apiVersion')!r}, kind {body.get('kind')!r}"]
     name = (body.get("metadata") or {}).get("name")
-    if isinstance(name, str) and not _DNS_SUBDOMAIN.match(name):
+    if not name:
+        errors.append("metadata.name: Required value")
+    elif isinstance(name, str) and not _DNS_SUBDOMAIN.match(name):
         errors.append(f"metadata.name: Invalid value: {name!r}: must be a lowercase RFC 1123 subdomain")
     errors += schema_errors(body)
     if errors:

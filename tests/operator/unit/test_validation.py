@@ -61,6 +61,7 @@ def test_valid_body_parses_to_the_model_with_defaults() -> None:
         ({"spec.gpu.count_": 1}, 'unknown field "spec.gpu.count_"'),
         ({"spec.model": ...}, "'model' is a required property"),
         ({"metadata.name": "Bad_Name"}, "metadata.name: Invalid value: 'Bad_Name'"),
+        ({"metadata": ...}, "metadata.name: Required value"),
         ({"kind": "Deployment"}, "not a LivepeerCapability"),
     ],
 )
