@@ -44,12 +44,15 @@ class BuildContext:
     def __post_init__(self) -> None:
         users = tuple(sorted({*self.cache_users, (self.name, self.uid)}))
         object.__setattr__(self, "cache_users", users)
-        object.__setattr__(self, "prefetch_users", tuple(sorted({*(self.prefetch_users or users), (self.name, self.uid)})))
+        object.__setattr__(
+            self, "prefetch_users", tuple(sorted({*(self.prefetch_users or users), (self.name, self.uid)}))
+        )
         object.__setattr__(self, "retain_cache", self.retain_cache or self.spec.cache.retain_on_delete)
 
 
 def largest_quantity(sizes: Iterable[str]) -> str:
     """The largest of some Kubernetes quantities, as written ("20Gi" over "5000Mi")."""
+
     def value(size: str) -> Decimal:
         parsed = parse_quantity(size)
         if parsed is None:
@@ -155,10 +158,14 @@ def prefetch_command(ctx: BuildContext) -> list[str]:
     for pattern in model.ignore_patterns:
         cmd += ["--ignore", pattern]
     cmd += [
-        "--cache-dir", naming.CACHE_MOUNT,
-        "--progress-port", str(ctx.settings.progress_port),
-        "--stall-timeout", str(ctx.settings.prefetch_stall_timeout_s),
-        "--max-retries", str(ctx.settings.prefetch_max_retries),
+        "--cache-dir",
+        naming.CACHE_MOUNT,
+        "--progress-port",
+        str(ctx.settings.progress_port),
+        "--stall-timeout",
+        str(ctx.settings.prefetch_stall_timeout_s),
+        "--max-retries",
+        str(ctx.settings.prefetch_max_retries),
     ]
     return cmd
 
@@ -194,7 +201,9 @@ def build_prefetch_job(ctx: BuildContext) -> dict[str, Any]:
         "image": ctx.settings.prefetch_image,
         "imagePullPolicy": spec.serving.image_pull_policy,
         "command": prefetch_command(ctx),
-        "ports": [{"name": PROGRESS_PORT_NAME, "containerPort": ctx.settings.progress_port, "protocol": "TCP"}],
+        "ports": [
+            {"name": PROGRESS_PORT_NAME, "containerPort": ctx.settings.progress_port, "protocol": "TCP"}
+        ],
         "env": _prefetch_env(ctx),
         "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         "volumeMounts": [{"name": "cache", "mountPath": naming.CACHE_MOUNT}, _tmp_mount()],
@@ -228,12 +237,16 @@ def triton_kind(spec: LivepeerCapabilitySpec) -> str:
 
 
 def serving_json(spec: LivepeerCapabilitySpec) -> str:
-    return json.dumps(spec.serving.triton.model_dump(by_alias=True, mode="json"), sort_keys=True, separators=(",", ":"))
+    return json.dumps(
+        spec.serving.triton.model_dump(by_alias=True, mode="json"), sort_keys=True, separators=(",", ":")
+    )
 
 
 def serving_hash(ctx: BuildContext) -> str:
     """Changes whenever what the pod serves changes, so a rollout is visible on the template."""
-    return naming.h(ctx.resolved_revision, ctx.spec.model.repo, ctx.spec.serving.model_dump(by_alias=True, mode="json"))
+    return naming.h(
+        ctx.resolved_revision, ctx.spec.model.repo, ctx.spec.serving.model_dump(by_alias=True, mode="json")
+    )
 
 
 def _resource_list(values: dict[str, Any]) -> dict[str, Any]:
@@ -260,12 +273,18 @@ def _user_env(spec: LivepeerCapabilitySpec) -> list[dict[str, Any]]:
 def adapter_command(ctx: BuildContext) -> list[str]:
     spec = ctx.spec
     cmd = [
-        "lpbyoc-worker", "serve",
-        "--port", str(spec.serving.port),
-        "--triton-grpc", naming.TRITON_GRPC,
-        "--model-name", naming.TRITON_MODEL_NAME,
-        "--capacity", str(spec.capacity_per_replica),
-        "--capability", spec.capability.name,
+        "lpbyoc-worker",
+        "serve",
+        "--port",
+        str(spec.serving.port),
+        "--triton-grpc",
+        naming.TRITON_GRPC,
+        "--model-name",
+        naming.TRITON_MODEL_NAME,
+        "--capacity",
+        str(spec.capacity_per_replica),
+        "--capability",
+        spec.capability.name,
     ]
     if spec.capability.pipeline is not None:
         cmd += ["--pipeline", spec.capability.pipeline]
@@ -324,18 +343,28 @@ def build_worker_deployment(ctx: BuildContext) -> dict[str, Any]:
     security = _hardened_container_security()
     cache_mount = {"name": "cache", "mountPath": naming.CACHE_MOUNT, "readOnly": True}
     models_mount = {"name": "models", "mountPath": naming.MODELS_MOUNT}
-    common: dict[str, Any] = {"image": spec.serving.image, "imagePullPolicy": spec.serving.image_pull_policy,
-              "securityContext": security, "terminationMessagePolicy": "FallbackToLogsOnError"}
+    common: dict[str, Any] = {
+        "image": spec.serving.image,
+        "imagePullPolicy": spec.serving.image_pull_policy,
+        "securityContext": security,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
     init = {
         "name": "model-repo",
         **common,
         "command": [
-            "lpbyoc-worker", "model-repo",
-            "--weights-dir", naming.weights_dir(spec.model.repo, ctx.resolved_revision),
-            "--output", naming.MODELS_MOUNT,
-            "--model-name", naming.TRITON_MODEL_NAME,
-            "--serving-json", serving_json(spec),
-            "--kind", triton_kind(spec),
+            "lpbyoc-worker",
+            "model-repo",
+            "--weights-dir",
+            naming.weights_dir(spec.model.repo, ctx.resolved_revision),
+            "--output",
+            naming.MODELS_MOUNT,
+            "--model-name",
+            naming.TRITON_MODEL_NAME,
+            "--serving-json",
+            serving_json(spec),
+            "--kind",
+            triton_kind(spec),
         ],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "volumeMounts": [cache_mount, models_mount, _tmp_mount()],
@@ -372,7 +401,10 @@ def build_worker_deployment(ctx: BuildContext) -> dict[str, Any]:
         "initContainers": [init],
         "containers": [triton, adapter],
         "volumes": [
-            {"name": "cache", "persistentVolumeClaim": {"claimName": naming.cache_claim_name(spec), "readOnly": True}},
+            {
+                "name": "cache",
+                "persistentVolumeClaim": {"claimName": naming.cache_claim_name(spec), "readOnly": True},
+            },
             {"name": "models", "emptyDir": {}},
             _tmp_volume(),
         ],
@@ -419,7 +451,9 @@ def build_worker_service(ctx: BuildContext) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": naming.worker_selector_labels(ctx.name),
-            "ports": [{"name": WORKER_PORT_NAME, "port": port, "targetPort": WORKER_PORT_NAME, "protocol": "TCP"}],
+            "ports": [
+                {"name": WORKER_PORT_NAME, "port": port, "targetPort": WORKER_PORT_NAME, "protocol": "TCP"}
+            ],
         },
     }
 

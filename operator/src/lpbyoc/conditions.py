@@ -40,7 +40,9 @@ def merge(
     for cond_type in order:
         result = new[cond_type]
         before = previous.get(cond_type)
-        flipped = before is None or before.get("status") != result.status or not before.get("lastTransitionTime")
+        flipped = (
+            before is None or before.get("status") != result.status or not before.get("lastTransitionTime")
+        )
         merged.append(
             {
                 "type": cond_type,
@@ -59,7 +61,9 @@ def find(conditions: Sequence[Mapping[str, Any]] | None, cond_type: str) -> Mapp
     return next((c for c in conditions or () if c.get("type") == cond_type), None)
 
 
-def status_patch(old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]) -> dict[str, Any] | None:
+def status_patch(
+    old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]
+) -> dict[str, Any] | None:
     """A JSON merge patch turning `old_status` into `new_status`, or None when they already agree.
 
     Keys missing from `new_status` are removed (null); nested objects are diffed key by key;

@@ -102,7 +102,10 @@ def status_schema() -> dict[str, Any]:
             },
             "replicas": {"type": "integer", "format": "int32", "minimum": 0},
             "readyReplicas": {"type": "integer", "format": "int32", "minimum": 0},
-            "selector": {"type": "string", "description": "Label selector of the worker pods (scale subresource)."},
+            "selector": {
+                "type": "string",
+                "description": "Label selector of the worker pods (scale subresource).",
+            },
             "endpoint": {"type": "string", "description": "In-cluster URL of the worker Service."},
             "resolvedRevision": {"type": "string", "description": "Commit SHA the revision resolved to."},
             "progress": {"type": "string", "description": "Prefetch progress, e.g. 42%."},

@@ -68,7 +68,11 @@ def cache_claim_name(spec: LivepeerCapabilitySpec) -> str:
 def prefetch_job_name(spec: LivepeerCapabilitySpec) -> str:
     model = spec.model
     key = h(
-        cache_claim_name(spec), model.repo, model.revision, list(model.allow_patterns), list(model.ignore_patterns)
+        cache_claim_name(spec),
+        model.repo,
+        model.revision,
+        list(model.allow_patterns),
+        list(model.ignore_patterns),
     )
     return f"lpbyoc-prefetch-{key}"
 

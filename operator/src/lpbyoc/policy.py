@@ -82,7 +82,9 @@ def _spec_valid(obs: Observed) -> ConditionResult:
     if obs.spec_error:
         return ConditionResult("False", "InvalidSpec", obs.spec_error)
     if obs.missing_secrets:
-        return ConditionResult("False", "SecretNotFound", "Secret not found: " + ", ".join(obs.missing_secrets))
+        return ConditionResult(
+            "False", "SecretNotFound", "Secret not found: " + ", ".join(obs.missing_secrets)
+        )
     if obs.storage_class_missing:
         return ConditionResult(
             "False", "StorageClassNotFound", f"StorageClass {obs.storage_class_missing!r} does not exist"
@@ -138,7 +140,9 @@ def _weights_cached(obs: Observed, spec_valid: ConditionResult) -> ConditionResu
         result = obs.prefetch_result or {}
         sha = result.get("sha") or "?"
         return ConditionResult(
-            "True", "Cached", f"revision {sha} cached ({result.get('files', '?')} files, {result.get('bytes', '?')} bytes)"
+            "True",
+            "Cached",
+            f"revision {sha} cached ({result.get('files', '?')} files, {result.get('bytes', '?')} bytes)",
         )
     if obs.prefetch_state == "failed":
         result = obs.prefetch_result or {}
@@ -180,7 +184,9 @@ def _registered(obs: Observed, worker: ConditionResult) -> ConditionResult:
         return obs.registered
     if worker.status != "True":
         return ConditionResult("False", "WaitingForWorker", "registration waits for an available worker")
-    return ConditionResult("Unknown", "RegistrationPending", "registration with the orchestrator not yet confirmed")
+    return ConditionResult(
+        "Unknown", "RegistrationPending", "registration with the orchestrator not yet confirmed"
+    )
 
 
 def _ready(conds: Mapping[str, ConditionResult]) -> ConditionResult:

@@ -160,7 +160,9 @@ def render_objects(caps: Sequence[Capability], settings: OperatorSettings) -> li
                     " to a commit SHA at run time (the prefetch Job reports it)"
                 )
             rendered.append(RenderedObject(obj, comment))
-    rendered += [RenderedObject(obj, "aiModels.json for the orchestrator") for obj in _aimodels_objects(caps, settings)]
+    rendered += [
+        RenderedObject(obj, "aiModels.json for the orchestrator") for obj in _aimodels_objects(caps, settings)
+    ]
     return rendered
 
 
@@ -172,9 +174,7 @@ def to_yaml(rendered: Sequence[RenderedObject]) -> str:
     return "".join(parts)
 
 
-def render_files(
-    paths: Sequence[str], settings: OperatorSettings, default_namespace: str = "default"
-) -> str:
+def render_files(paths: Sequence[str], settings: OperatorSettings, default_namespace: str = "default") -> str:
     documents: list[tuple[str, Mapping[str, Any]]] = []
     for path in paths:
         with open(path, encoding="utf-8") as handle:

@@ -50,7 +50,9 @@ class OperatorSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
         """Read `LPBYOC_<FIELD>` variables (e.g. LPBYOC_HF_ENDPOINT); absent ones keep defaults."""
         env = os.environ if environ is None else environ
-        values = {f.name: env[f"LPBYOC_{f.name.upper()}"] for f in fields(cls) if f"LPBYOC_{f.name.upper()}" in env}
+        values = {
+            f.name: env[f"LPBYOC_{f.name.upper()}"] for f in fields(cls) if f"LPBYOC_{f.name.upper()}" in env
+        }
         if "worker_image" in values and "prefetch_image" not in values:
             values["prefetch_image"] = values["worker_image"]
         return cls.from_mapping(values)

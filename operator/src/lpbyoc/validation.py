@@ -38,7 +38,10 @@ def _strict(schema: Any) -> Any:
         return [_strict(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: (v if k in ("default", "enum", "x-kubernetes-validations") else _strict(v)) for k, v in schema.items()}
+    out = {
+        k: (v if k in ("default", "enum", "x-kubernetes-validations") else _strict(v))
+        for k, v in schema.items()
+    }
     if "properties" in schema and "additionalProperties" not in schema:
         out["additionalProperties"] = False
     return out
@@ -73,13 +76,17 @@ def schema_errors(body: Mapping[str, Any]) -> list[str]:
             for name in sorted(set(error.instance) - set(known)):
                 errors.append(f'unknown field "{_path([*error.absolute_path, name])}"')
         elif error.validator == "pattern":
-            errors.append(f"{where}: Invalid value: {error.instance!r}: should match {error.validator_value!r}")
+            errors.append(
+                f"{where}: Invalid value: {error.instance!r}: should match {error.validator_value!r}"
+            )
         else:
             errors.append(f"{where}: {error.message}")
     return errors
 
 
-def _rules_at(schema: Mapping[str, Any], value: Any, path: list[Any]) -> Iterator[tuple[list[Any], dict[str, str], Any]]:
+def _rules_at(
+    schema: Mapping[str, Any], value: Any, path: list[Any]
+) -> Iterator[tuple[list[Any], dict[str, str], Any]]:
     """Every CEL rule in `schema` with the value it applies to (absent values have no rules run)."""
     for rule in schema.get("x-kubernetes-validations", ()):
         yield path, rule, value
@@ -118,7 +125,7 @@ def cel_errors(spec: Mapping[str, Any], old_spec: Mapping[str, Any] | None = Non
         except celpy.CELEvalError as exc:
             passed, rule = False, {**rule, "message": f"{rule['message']} ({exc.args[0]})"}
         if not passed:
-            errors.append(f"{_path(path)}: Invalid value: \"object\": {rule['message']}")
+            errors.append(f'{_path(path)}: Invalid value: "object": {rule["message"]}')
     return errors
 
 

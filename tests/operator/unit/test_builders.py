@@ -20,7 +20,9 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 def ctx_with(changes: dict[str, Any] | None = None, **kwargs: Any) -> BuildContext:
     body = with_changes(BYOC_BODY, {f"spec.{k}": v for k, v in (changes or {}).items()})
     kwargs.setdefault("resolved_revision", SHA)
-    return BuildContext(namespace="ml", name="restyle", uid="uid-restyle", spec=parse_spec(body["spec"]), **kwargs)
+    return BuildContext(
+        namespace="ml", name="restyle", uid="uid-restyle", spec=parse_spec(body["spec"]), **kwargs
+    )
 
 
 def all_containers(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -41,12 +43,20 @@ CONTEXTS = {
     "byoc-default": ctx_with(),
     "cpu-only": ctx_with({"gpu.count": 0}),
     "aimodels-product": ctx_with(
-        {"capability.integration": "aiModels", "capability.pipeline": "image-to-image",
-         "gpu.product": "NVIDIA-A100", "serving.tokenSecretRef": {"name": "tok", "key": "t"}}
+        {
+            "capability.integration": "aiModels",
+            "capability.pipeline": "image-to-image",
+            "gpu.product": "NVIDIA-A100",
+            "serving.tokenSecretRef": {"name": "tok", "key": "t"},
+        }
     ),
     "live-runner-mig": ctx_with(
-        {"capability.integration": "liveRunner", "gpu.resourceName": "nvidia.com/mig-1g.10gb",
-         "env": [{"name": "A", "value": "1"}], "model.tokenSecretRef": {"name": "hf", "key": "token"}}
+        {
+            "capability.integration": "liveRunner",
+            "gpu.resourceName": "nvidia.com/mig-1g.10gb",
+            "env": [{"name": "A", "value": "1"}],
+            "model.tokenSecretRef": {"name": "hf", "key": "token"},
+        }
     ),
     "existing-claim-retained": ctx_with({"cache.existingClaim": "weights", "cache.retainOnDelete": True}),
     "long-name": BuildContext("ml", "n" * 200, "uid-long", ctx_with().spec, resolved_revision=SHA),
@@ -78,7 +88,9 @@ def test_every_built_object_is_a_valid_kubernetes_object(
 
 @pytest.mark.parametrize("builder", [builders.build_prefetch_job, builders.build_worker_deployment])
 @pytest.mark.parametrize("ctx", CONTEXTS.values(), ids=CONTEXTS.keys())
-def test_every_container_is_hardened(builder: Callable[[BuildContext], dict[str, Any]], ctx: BuildContext) -> None:
+def test_every_container_is_hardened(
+    builder: Callable[[BuildContext], dict[str, Any]], ctx: BuildContext
+) -> None:
     obj = builder(ctx)
     pod = obj["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
@@ -86,19 +98,27 @@ def test_every_container_is_hardened(builder: Callable[[BuildContext], dict[str,
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
     for c in all_containers(obj):
         sc = c["securityContext"]
-        assert (sc["runAsNonRoot"], sc["runAsUser"], sc["readOnlyRootFilesystem"]) == (True, 1000, True), c["name"]
+        assert (sc["runAsNonRoot"], sc["runAsUser"], sc["readOnlyRootFilesystem"]) == (True, 1000, True), c[
+            "name"
+        ]
         assert sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
         for var in c.get("env", []):
-            assert ("TOKEN" not in var["name"] and "SECRET" not in var["name"]) or "secretKeyRef" in var["valueFrom"]
+            assert ("TOKEN" not in var["name"] and "SECRET" not in var["name"]) or "secretKeyRef" in var[
+                "valueFrom"
+            ]
 
 
 def test_prefetch_job_spec() -> None:
     ctx = ctx_with(
-        {"model.revision": "v1", "model.allowPatterns": ["*.pt", "*.json"], "model.ignorePatterns": ["*.bin"],
-         "model.tokenSecretRef": {"name": "hf", "key": "token"}},
+        {
+            "model.revision": "v1",
+            "model.allowPatterns": ["*.pt", "*.json"],
+            "model.ignorePatterns": ["*.bin"],
+            "model.tokenSecretRef": {"name": "hf", "key": "token"},
+        },
         settings=OperatorSettings(hf_endpoint="http://hub:8080", prefetch_image="reg/w:2"),
     )
     job = builders.build_prefetch_job(ctx)
@@ -111,9 +131,26 @@ def test_prefetch_job_spec() -> None:
     (c,) = pod["containers"]
     assert c["image"] == "reg/w:2"
     assert c["command"] == [
-        "lpbyoc-worker", "prefetch", "--repo", "org/restyle", "--revision", "v1",
-        "--allow", "*.pt", "--allow", "*.json", "--ignore", "*.bin",
-        "--cache-dir", "/cache", "--progress-port", "9090", "--stall-timeout", "60", "--max-retries", "5",
+        "lpbyoc-worker",
+        "prefetch",
+        "--repo",
+        "org/restyle",
+        "--revision",
+        "v1",
+        "--allow",
+        "*.pt",
+        "--allow",
+        "*.json",
+        "--ignore",
+        "*.bin",
+        "--cache-dir",
+        "/cache",
+        "--progress-port",
+        "9090",
+        "--stall-timeout",
+        "60",
+        "--max-retries",
+        "5",
     ]
     assert c["ports"] == [{"name": "progress", "containerPort": 9090, "protocol": "TCP"}]
     assert (c["terminationMessagePolicy"], c["terminationMessagePath"]) == ("File", "/dev/termination-log")
@@ -122,7 +159,10 @@ def test_prefetch_job_spec() -> None:
     assert env["HF_ENDPOINT"] == "http://hub:8080"
     assert env["HF_HUB_DISABLE_TELEMETRY"] == "1"
     assert {"name": "cache", "mountPath": "/cache"} in c["volumeMounts"]
-    assert {"name": "cache", "persistentVolumeClaim": {"claimName": naming.cache_claim_name(ctx.spec)}} in pod["volumes"]
+    assert {
+        "name": "cache",
+        "persistentVolumeClaim": {"claimName": naming.cache_claim_name(ctx.spec)},
+    } in pod["volumes"]
 
 
 def test_prefetch_job_without_token_or_endpoint_sets_neither() -> None:
@@ -134,13 +174,22 @@ def test_prefetch_job_without_token_or_endpoint_sets_neither() -> None:
     ("changes", "limit", "kind", "gpu_toleration"),
     [
         ({}, {"nvidia.com/gpu": 1}, "KIND_GPU", True),
-        ({"gpu.count": 2, "gpu.resourceName": "nvidia.com/mig-1g.10gb",
-          "gpu.tolerations": [{"key": "nvidia.com/mig-1g.10gb", "operator": "Exists"}]},
-         {"nvidia.com/mig-1g.10gb": 2}, "KIND_GPU", True),
+        (
+            {
+                "gpu.count": 2,
+                "gpu.resourceName": "nvidia.com/mig-1g.10gb",
+                "gpu.tolerations": [{"key": "nvidia.com/mig-1g.10gb", "operator": "Exists"}],
+            },
+            {"nvidia.com/mig-1g.10gb": 2},
+            "KIND_GPU",
+            True,
+        ),
         ({"gpu.count": 0}, {}, "KIND_CPU", False),
     ],
 )
-def test_gpu_limit_kind_and_toleration(changes: dict[str, Any], limit: dict[str, int], kind: str, gpu_toleration: bool) -> None:
+def test_gpu_limit_kind_and_toleration(
+    changes: dict[str, Any], limit: dict[str, int], kind: str, gpu_toleration: bool
+) -> None:
     ctx = ctx_with(changes)
     dep = builders.build_worker_deployment(ctx)
     limits = container(dep, "triton")["resources"].get("limits", {})
@@ -152,15 +201,26 @@ def test_gpu_limit_kind_and_toleration(changes: dict[str, Any], limit: dict[str,
 
 
 def test_product_and_node_selector() -> None:
-    dep = builders.build_worker_deployment(ctx_with({"gpu.product": "NVIDIA-H100", "gpu.nodeSelector": {"pool": "gpu"}}))
-    assert dep["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "gpu", "nvidia.com/gpu.product": "NVIDIA-H100"}
+    dep = builders.build_worker_deployment(
+        ctx_with({"gpu.product": "NVIDIA-H100", "gpu.nodeSelector": {"pool": "gpu"}})
+    )
+    assert dep["spec"]["template"]["spec"]["nodeSelector"] == {
+        "pool": "gpu",
+        "nvidia.com/gpu.product": "NVIDIA-H100",
+    }
     assert "nodeSelector" not in builders.build_worker_deployment(ctx_with())["spec"]["template"]["spec"]
 
 
 def test_deployment_spec() -> None:
     ctx = ctx_with(
-        {"replicas": 3, "capacityPerReplica": 2, "serving.port": 9000, "serving.tokenSecretRef": {"name": "w", "key": "t"},
-         "env": [{"name": "MODE", "value": "fast"}], "serving.triton.maxBatchSize": 16}
+        {
+            "replicas": 3,
+            "capacityPerReplica": 2,
+            "serving.port": 9000,
+            "serving.tokenSecretRef": {"name": "w", "key": "t"},
+            "env": [{"name": "MODE", "value": "fast"}],
+            "serving.triton.maxBatchSize": 16,
+        }
     )
     dep = builders.build_worker_deployment(ctx)
     spec = dep["spec"]
@@ -170,14 +230,33 @@ def test_deployment_spec() -> None:
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
     assert [c["name"] for c in all_containers(dep)] == ["model-repo", "triton", "adapter"]
     init = container(dep, "model-repo")
-    assert init["command"][:4] == ["lpbyoc-worker", "model-repo", "--weights-dir", f"/cache/models/org--restyle/{SHA}"]
+    assert init["command"][:4] == [
+        "lpbyoc-worker",
+        "model-repo",
+        "--weights-dir",
+        f"/cache/models/org--restyle/{SHA}",
+    ]
     serving = init["command"][init["command"].index("--serving-json") + 1]
     assert '"maxBatchSize":16' in serving
     assert container(dep, "triton")["command"] == ["lpbyoc-worker", "triton", "--model-repository", "/models"]
     adapter = container(dep, "adapter")
     assert adapter["command"] == [
-        "lpbyoc-worker", "serve", "--port", "9000", "--triton-grpc", "127.0.0.1:8011", "--model-name", "model",
-        "--capacity", "2", "--capability", "restyle", "--model-id", "org/restyle", "--max-body-bytes", "16777216",
+        "lpbyoc-worker",
+        "serve",
+        "--port",
+        "9000",
+        "--triton-grpc",
+        "127.0.0.1:8011",
+        "--model-name",
+        "model",
+        "--capacity",
+        "2",
+        "--capability",
+        "restyle",
+        "--model-id",
+        "org/restyle",
+        "--max-body-bytes",
+        "16777216",
     ]
     assert adapter["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
     assert adapter["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
@@ -193,15 +272,28 @@ def test_deployment_spec() -> None:
 
 
 def test_pipeline_flag_only_when_set() -> None:
-    cmd = container(builders.build_worker_deployment(
-        ctx_with({"capability.integration": "aiModels", "capability.pipeline": "image-to-image",
-                  "capability.modelId": "sd"})), "adapter")["command"]
+    cmd = container(
+        builders.build_worker_deployment(
+            ctx_with(
+                {
+                    "capability.integration": "aiModels",
+                    "capability.pipeline": "image-to-image",
+                    "capability.modelId": "sd",
+                }
+            )
+        ),
+        "adapter",
+    )["command"]
     assert cmd[cmd.index("--pipeline") + 1] == "image-to-image"
     assert cmd[cmd.index("--model-id") + 1] == "sd"
 
 
 def test_live_runner_pods_get_their_ip_and_orch_secret_by_reference() -> None:
-    env = env_of(container(builders.build_worker_deployment(ctx_with({"capability.integration": "liveRunner"})), "adapter"))
+    env = env_of(
+        container(
+            builders.build_worker_deployment(ctx_with({"capability.integration": "liveRunner"})), "adapter"
+        )
+    )
     assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["ORCH_SECRET"] == {"secretKeyRef": {"name": "orch-secret", "key": "secret"}}
     byoc_env = env_of(container(builders.build_worker_deployment(ctx_with()), "adapter"))
@@ -210,7 +302,9 @@ def test_live_runner_pods_get_their_ip_and_orch_secret_by_reference() -> None:
 
 def test_serving_hash_changes_with_what_is_served_only() -> None:
     def template_hash(ctx: BuildContext) -> str:
-        return builders.build_worker_deployment(ctx)["spec"]["template"]["metadata"]["annotations"][naming.SERVING_HASH_ANNOTATION]
+        return builders.build_worker_deployment(ctx)["spec"]["template"]["metadata"]["annotations"][
+            naming.SERVING_HASH_ANNOTATION
+        ]
 
     base = template_hash(ctx_with())
     assert template_hash(ctx_with({"serving.triton.maxBatchSize": 2})) != base
@@ -228,14 +322,23 @@ def test_service_spec() -> None:
     assert svc["metadata"]["name"] == "lpbyoc-restyle"
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8100, "targetPort": "http", "protocol": "TCP"}]
-    assert svc["spec"]["selector"] == builders.build_worker_deployment(ctx_with())["spec"]["selector"]["matchLabels"]
+    assert (
+        svc["spec"]["selector"]
+        == builders.build_worker_deployment(ctx_with())["spec"]["selector"]["matchLabels"]
+    )
 
 
 def test_per_capability_children_have_one_controller_owner() -> None:
     for obj in (builders.build_worker_deployment(ctx_with()), builders.build_worker_service(ctx_with())):
         assert obj["metadata"]["ownerReferences"] == [
-            {"apiVersion": "livepeer.org/v1alpha1", "kind": "LivepeerCapability", "name": "restyle",
-             "uid": "uid-restyle", "controller": True, "blockOwnerDeletion": True}
+            {
+                "apiVersion": "livepeer.org/v1alpha1",
+                "kind": "LivepeerCapability",
+                "name": "restyle",
+                "uid": "uid-restyle",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
         ]
 
 
@@ -244,7 +347,11 @@ def test_shared_cache_children_list_every_user_sorted_without_controller() -> No
     for obj in (builders.build_cache_pvc(ctx), builders.build_prefetch_job(ctx)):
         assert obj is not None
         refs = obj["metadata"]["ownerReferences"]
-        assert [(r["name"], r["uid"]) for r in refs] == [("alpha", "uid-a"), ("restyle", "uid-restyle"), ("zeta", "uid-z")]
+        assert [(r["name"], r["uid"]) for r in refs] == [
+            ("alpha", "uid-a"),
+            ("restyle", "uid-restyle"),
+            ("zeta", "uid-z"),
+        ]
         assert all(r["controller"] is False and r["blockOwnerDeletion"] is True for r in refs)
         assert obj["metadata"]["labels"][naming.CACHE_KEY_LABEL] == naming.cache_key(ctx.spec)
 
@@ -257,21 +364,33 @@ def test_prefetch_users_can_differ_from_cache_users() -> None:
 
 @pytest.mark.parametrize(
     "ctx",
-    [ctx_with({"cache.retainOnDelete": True}), ctx_with(retain_cache=True, cache_users=(("other", "uid-o"),))],
+    [
+        ctx_with({"cache.retainOnDelete": True}),
+        ctx_with(retain_cache=True, cache_users=(("other", "uid-o"),)),
+    ],
     ids=["own-retain", "another-user-retains"],
 )
 def test_retained_cache_has_no_owner_references(ctx: BuildContext) -> None:
     pvc = builders.build_cache_pvc(ctx)
     assert pvc is not None and "ownerReferences" not in pvc["metadata"]
-    assert builders.build_prefetch_job(ctx)["metadata"]["ownerReferences"]  # the Job still goes with its users
+    assert builders.build_prefetch_job(ctx)["metadata"][
+        "ownerReferences"
+    ]  # the Job still goes with its users
 
 
 def test_pvc_spec() -> None:
-    pvc = builders.build_cache_pvc(ctx_with({"cache.size": "50Gi", "cache.storageClassName": "fast",
-                                             "cache.accessModes": ["ReadWriteMany"]}))
+    pvc = builders.build_cache_pvc(
+        ctx_with(
+            {"cache.size": "50Gi", "cache.storageClassName": "fast", "cache.accessModes": ["ReadWriteMany"]}
+        )
+    )
     assert pvc is not None
-    assert pvc["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "50Gi"}},
-                           "volumeMode": "Filesystem", "storageClassName": "fast"}
+    assert pvc["spec"] == {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": "50Gi"}},
+        "volumeMode": "Filesystem",
+        "storageClassName": "fast",
+    }
     assert "storageClassName" not in (builders.build_cache_pvc(ctx_with()) or {})["spec"]
 
 
@@ -284,10 +403,13 @@ def test_existing_claim_means_no_pvc_and_the_worker_mounts_it() -> None:
     assert {"name": "cache", "persistentVolumeClaim": {"claimName": "weights"}} in job_volumes
 
 
-@pytest.mark.parametrize(("weights_ready", "kinds"), [
-    (False, ["PersistentVolumeClaim", "Job", "Service"]),
-    (True, ["PersistentVolumeClaim", "Job", "Service", "Deployment"]),
-])
+@pytest.mark.parametrize(
+    ("weights_ready", "kinds"),
+    [
+        (False, ["PersistentVolumeClaim", "Job", "Service"]),
+        (True, ["PersistentVolumeClaim", "Job", "Service", "Deployment"]),
+    ],
+)
 def test_children_wait_for_weights(weights_ready: bool, kinds: list[str]) -> None:
     assert [o["kind"] for o in builders.build_children(ctx_with(), weights_ready)] == kinds
 
@@ -298,9 +420,16 @@ def test_builders_are_deterministic() -> None:
 
 @pytest.mark.parametrize(
     ("sizes", "largest"),
-    [(["5Gi", "20Gi"], "20Gi"), (["20000Mi", "19Gi"], "20000Mi"), (["1073741824", "1Gi"], "1073741824"), (["500M", "1G"], "1G")],
+    [
+        (["5Gi", "20Gi"], "20Gi"),
+        (["20000Mi", "19Gi"], "20000Mi"),
+        (["1073741824", "1Gi"], "1073741824"),
+        (["500M", "1G"], "1G"),
+    ],
 )
 def test_shared_claim_takes_the_largest_size(sizes: list[str], largest: str) -> None:
     assert builders.largest_quantity(sizes) == largest
-    pvc = builders.build_cache_pvc(ctx_with({"cache.size": sizes[0]}, cache_size=builders.largest_quantity(sizes)))
+    pvc = builders.build_cache_pvc(
+        ctx_with({"cache.size": sizes[0]}, cache_size=builders.largest_quantity(sizes))
+    )
     assert pvc is not None and pvc["spec"]["resources"]["requests"]["storage"] == largest

@@ -129,7 +129,11 @@ def _type_drift(annotation: Any, metadata: list[Any], node: dict[str, Any], path
     if actual != kind:
         drift.append(f"{path}: type {actual} != model {kind}")
     expected_bounds = _bounds(metadata, kind)
-    actual_bounds = {k: node[k] for k in ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern") if k in node}
+    actual_bounds = {
+        k: node[k]
+        for k in ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern")
+        if k in node
+    }
     if expected_bounds != actual_bounds:
         drift.append(f"{path}: bounds {actual_bounds} != model {expected_bounds}")
     return drift
@@ -182,15 +186,17 @@ def test_schema_carries_the_spec_cel_rules_and_defaults() -> None:
     assert spec["properties"]["gpu"]["properties"]["tolerations"]["default"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    assert spec["properties"]["replicas"] == {
-        "type": "integer", "default": 1, "minimum": 0, "maximum": 1000
-    }
+    assert spec["properties"]["replicas"] == {"type": "integer", "default": 1, "minimum": 0, "maximum": 1000}
 
 
 def test_crd_metadata_subresources_and_columns() -> None:
     crd = build_crd()
     names = crd["spec"]["names"]
-    assert (names["kind"], names["shortNames"], names["categories"]) == ("LivepeerCapability", ["lpcap"], ["livepeer"])
+    assert (names["kind"], names["shortNames"], names["categories"]) == (
+        "LivepeerCapability",
+        ["lpcap"],
+        ["livepeer"],
+    )
     version = crd["spec"]["versions"][0]
     assert version["subresources"]["scale"] == {
         "specReplicasPath": ".spec.replicas",
@@ -209,10 +215,20 @@ def test_crd_metadata_subresources_and_columns() -> None:
     }
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert set(status["download"]["properties"]) == {
-        "bytesDone", "bytesTotal", "filesDone", "filesTotal", "rateBytesPerSecond", "etaSeconds"
+        "bytesDone",
+        "bytesTotal",
+        "filesDone",
+        "filesTotal",
+        "rateBytesPerSecond",
+        "etaSeconds",
     }
     assert set(status["conditions"]["items"]["properties"]) == {
-        "type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
     }
 
 

@@ -30,14 +30,21 @@ def test_cache_claim_is_shared_by_repo_and_storage_class() -> None:
     base = spec_with({})
     assert naming.cache_claim_name(base) == f"lpbyoc-cache-{naming.h('org/restyle', None)}"
     assert naming.cache_claim_name(spec_with({"model.revision": "v2"})) == naming.cache_claim_name(base)
-    assert naming.cache_claim_name(spec_with({"cache.storageClassName": "fast"})) != naming.cache_claim_name(base)
+    assert naming.cache_claim_name(spec_with({"cache.storageClassName": "fast"})) != naming.cache_claim_name(
+        base
+    )
     assert naming.cache_claim_name(spec_with({"cache.existingClaim": "my-weights"})) == "my-weights"
 
 
 @pytest.mark.parametrize(
     "changes",
-    [{"model.revision": "v2"}, {"model.allowPatterns": ["*.pt"]}, {"model.ignorePatterns": ["*.bin"]},
-     {"cache.existingClaim": "other"}, {"cache.storageClassName": "fast"}],
+    [
+        {"model.revision": "v2"},
+        {"model.allowPatterns": ["*.pt"]},
+        {"model.ignorePatterns": ["*.bin"]},
+        {"cache.existingClaim": "other"},
+        {"cache.storageClassName": "fast"},
+    ],
 )
 def test_prefetch_job_name_changes_with_what_it_downloads(changes: dict[str, object]) -> None:
     base = naming.prefetch_job_name(spec_with({}))
@@ -84,18 +91,33 @@ def test_labels_and_selector() -> None:
         "app.kubernetes.io/instance": "restyle",
         "livepeer.org/capability": "restyle",
     }
-    assert naming.cache_labels(spec_with({}), "cache")["livepeer.org/cache-key"] == naming.cache_key(spec_with({}))
-    assert naming.worker_selector("restyle") == "app.kubernetes.io/component=worker,livepeer.org/capability=restyle"
-    assert naming.endpoint("restyle", "ml", 8000, "cluster.local") == "http://lpbyoc-restyle.ml.svc.cluster.local:8000"
+    assert naming.cache_labels(spec_with({}), "cache")["livepeer.org/cache-key"] == naming.cache_key(
+        spec_with({})
+    )
+    assert (
+        naming.worker_selector("restyle")
+        == "app.kubernetes.io/component=worker,livepeer.org/capability=restyle"
+    )
+    assert (
+        naming.endpoint("restyle", "ml", 8000, "cluster.local")
+        == "http://lpbyoc-restyle.ml.svc.cluster.local:8000"
+    )
 
 
 def test_settings_defaults_and_env() -> None:
     default = OperatorSettings()
     assert (default.worker_image, default.prefetch_image, default.progress_port) == (
-        DEFAULT_WORKER_IMAGE, DEFAULT_WORKER_IMAGE, 9090
+        DEFAULT_WORKER_IMAGE,
+        DEFAULT_WORKER_IMAGE,
+        9090,
     )
     from_env = OperatorSettings.from_env(
-        {"LPBYOC_WORKER_IMAGE": "reg/w:1", "LPBYOC_PREFETCH_MAX_RETRIES": "2", "LPBYOC_HF_ENDPOINT": "http://hub", "HOME": "/x"}
+        {
+            "LPBYOC_WORKER_IMAGE": "reg/w:1",
+            "LPBYOC_PREFETCH_MAX_RETRIES": "2",
+            "LPBYOC_HF_ENDPOINT": "http://hub",
+            "HOME": "/x",
+        }
     )
     assert (from_env.worker_image, from_env.prefetch_image) == ("reg/w:1", "reg/w:1")
     assert (from_env.prefetch_max_retries, from_env.hf_endpoint) == (2, "http://hub")

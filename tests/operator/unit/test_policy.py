@@ -20,9 +20,13 @@ from lpbyoc.policy import (
 )
 from lpbyoc.view import ConditionResult
 
-CACHED = Observed(prefetch_state="succeeded", prefetch_result={"result": "Succeeded", "sha": "abc", "files": 3, "bytes": 10})
+CACHED = Observed(
+    prefetch_state="succeeded", prefetch_result={"result": "Succeeded", "sha": "abc", "files": 3, "bytes": 10}
+)
 REGISTERED_OK = ConditionResult("True", "Registered", "registered with capacity 2")
-SERVING = replace(CACHED, desired_replicas=2, deployment=DeploymentObserved(2, 2, 2, 2), registered=REGISTERED_OK)
+SERVING = replace(
+    CACHED, desired_replicas=2, deployment=DeploymentObserved(2, 2, 2, 2), registered=REGISTERED_OK
+)
 GPU_SHORT = SchedulingProblem("Unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
 NO_NODE = SchedulingProblem(
     "Unschedulable", "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
@@ -33,7 +37,11 @@ OTHER = SchedulingProblem("Unschedulable", "0/3 nodes are available: 3 Insuffici
 CASES: dict[str, tuple[Observed, dict[str, tuple[str, str]], str]] = {
     "invalid-spec": (
         Observed(spec_error="spec.replicas: -1 is less than the minimum of 0"),
-        {SPEC_VALID: ("False", "InvalidSpec"), WEIGHTS_CACHED: ("False", "SpecInvalid"), READY: ("False", "InvalidSpec")},
+        {
+            SPEC_VALID: ("False", "InvalidSpec"),
+            WEIGHTS_CACHED: ("False", "SpecInvalid"),
+            READY: ("False", "InvalidSpec"),
+        },
         "Failed",
     ),
     "missing-secret": (
@@ -53,23 +61,36 @@ CASES: dict[str, tuple[Observed, dict[str, tuple[str, str]], str]] = {
     ),
     "nothing-yet": (
         Observed(),
-        {SPEC_VALID: ("True", "Valid"), WEIGHTS_CACHED: ("False", "PrefetchPending"),
-         WORKER_AVAILABLE: ("False", "WaitingForWeights"), REGISTERED: ("False", "WaitingForWorker"),
-         READY: ("False", "PrefetchPending")},
+        {
+            SPEC_VALID: ("True", "Valid"),
+            WEIGHTS_CACHED: ("False", "PrefetchPending"),
+            WORKER_AVAILABLE: ("False", "WaitingForWeights"),
+            REGISTERED: ("False", "WaitingForWorker"),
+            READY: ("False", "PrefetchPending"),
+        },
         "Pending",
     ),
     "downloading": (
-        Observed(prefetch_state="running", prefetch_progress={"state": "downloading", "bytesDone": 42, "bytesTotal": 100}),
+        Observed(
+            prefetch_state="running",
+            prefetch_progress={"state": "downloading", "bytesDone": 42, "bytesTotal": 100},
+        ),
         {WEIGHTS_CACHED: ("False", "Downloading"), READY: ("False", "Downloading")},
         "Downloading",
     ),
     "download-failed-permanently": (
-        Observed(prefetch_state="failed", prefetch_result={"result": "Failed", "reason": "RepoNotFound", "message": "no such repo"}),
+        Observed(
+            prefetch_state="failed",
+            prefetch_result={"result": "Failed", "reason": "RepoNotFound", "message": "no such repo"},
+        ),
         {WEIGHTS_CACHED: ("False", "RepoNotFound"), WORKER_AVAILABLE: ("False", "WaitingForWeights")},
         "Failed",
     ),
     "download-failed-transiently": (
-        Observed(prefetch_state="failed", prefetch_result={"result": "Failed", "reason": "NetworkError", "message": "reset"}),
+        Observed(
+            prefetch_state="failed",
+            prefetch_result={"result": "Failed", "reason": "NetworkError", "message": "reset"},
+        ),
         {WEIGHTS_CACHED: ("False", "NetworkError")},
         "Downloading",
     ),
@@ -85,7 +106,11 @@ CASES: dict[str, tuple[Observed, dict[str, tuple[str, str]], str]] = {
     ),
     "cached-no-deployment": (
         CACHED,
-        {WEIGHTS_CACHED: ("True", "Cached"), WORKER_AVAILABLE: ("False", "Progressing"), READY: ("False", "Progressing")},
+        {
+            WEIGHTS_CACHED: ("True", "Cached"),
+            WORKER_AVAILABLE: ("False", "Progressing"),
+            READY: ("False", "Progressing"),
+        },
         "Deploying",
     ),
     "loading-model": (
@@ -110,19 +135,29 @@ CASES: dict[str, tuple[Observed, dict[str, tuple[str, str]], str]] = {
     ),
     "available-registration-pending": (
         replace(SERVING, registered=None),
-        {WORKER_AVAILABLE: ("True", "Available"), REGISTERED: ("Unknown", "RegistrationPending"),
-         READY: ("False", "RegistrationPending")},
+        {
+            WORKER_AVAILABLE: ("True", "Available"),
+            REGISTERED: ("Unknown", "RegistrationPending"),
+            READY: ("False", "RegistrationPending"),
+        },
         "Deploying",
     ),
     "registration-failed": (
-        replace(SERVING, registered=ConditionResult("False", "OrchestratorUnreachable", "connection refused")),
+        replace(
+            SERVING, registered=ConditionResult("False", "OrchestratorUnreachable", "connection refused")
+        ),
         {REGISTERED: ("False", "OrchestratorUnreachable"), READY: ("False", "OrchestratorUnreachable")},
         "Degraded",
     ),
     "ready": (
         SERVING,
-        {SPEC_VALID: ("True", "Valid"), WEIGHTS_CACHED: ("True", "Cached"), WORKER_AVAILABLE: ("True", "Available"),
-         REGISTERED: ("True", "Registered"), READY: ("True", "Ready")},
+        {
+            SPEC_VALID: ("True", "Valid"),
+            WEIGHTS_CACHED: ("True", "Cached"),
+            WORKER_AVAILABLE: ("True", "Available"),
+            REGISTERED: ("True", "Registered"),
+            READY: ("True", "Ready"),
+        },
         "Ready",
     ),
     "one-of-two-replicas-lost": (
@@ -154,9 +189,16 @@ def test_conditions_and_phase(observed: Observed, expected: dict[str, tuple[str,
 
 def test_messages_say_what_is_happening() -> None:
     conds = compute_conditions(
-        Observed(prefetch_state="running", prefetch_progress={
-            "state": "downloading", "bytesDone": 512 * 1024**2, "bytesTotal": 2 * 1024**3,
-            "rateBytesPerSecond": 50 * 1024**2, "etaSeconds": 30.4})
+        Observed(
+            prefetch_state="running",
+            prefetch_progress={
+                "state": "downloading",
+                "bytesDone": 512 * 1024**2,
+                "bytesTotal": 2 * 1024**3,
+                "rateBytesPerSecond": 50 * 1024**2,
+                "etaSeconds": 30.4,
+            },
+        )
     )
     assert conds[WEIGHTS_CACHED].message == "downloading 25% (512.0 MiB of 2.0 GiB, 50.0 MiB/s, ETA 30s)"
     gpu = compute_conditions(CASES["waiting-for-gpu"][0])[WORKER_AVAILABLE].message
@@ -164,17 +206,28 @@ def test_messages_say_what_is_happening() -> None:
     assert compute_conditions(CASES["missing-secret"][0])[SPEC_VALID].message == (
         "Secret not found: orch-secret (orchestrator.secretRef)"
     )
-    assert "no such repo" in compute_conditions(CASES["download-failed-permanently"][0])[WEIGHTS_CACHED].message
+    assert (
+        "no such repo" in compute_conditions(CASES["download-failed-permanently"][0])[WEIGHTS_CACHED].message
+    )
 
 
 def test_mig_resource_shortage_is_waiting_for_gpu() -> None:
-    problem = SchedulingProblem("Unschedulable", "0/2 nodes are available: 2 Insufficient nvidia.com/mig-1g.10gb.")
-    observed = replace(CACHED, deployment=DeploymentObserved(1, 0, 0, 1), unschedulable=problem,
-                       gpu_resource_name="nvidia.com/mig-1g.10gb")
+    problem = SchedulingProblem(
+        "Unschedulable", "0/2 nodes are available: 2 Insufficient nvidia.com/mig-1g.10gb."
+    )
+    observed = replace(
+        CACHED,
+        deployment=DeploymentObserved(1, 0, 0, 1),
+        unschedulable=problem,
+        gpu_resource_name="nvidia.com/mig-1g.10gb",
+    )
     assert compute_conditions(observed)[WORKER_AVAILABLE].reason == "WaitingForGPU"
 
 
-@pytest.mark.parametrize(("reason", "permanent"), [("RepoNotFound", True), ("Unauthorized", True), ("NetworkError", False), ("DownloadStalled", False)])
+@pytest.mark.parametrize(
+    ("reason", "permanent"),
+    [("RepoNotFound", True), ("Unauthorized", True), ("NetworkError", False), ("DownloadStalled", False)],
+)
 def test_permanent_prefetch_failures(reason: str, permanent: bool) -> None:
     observed = Observed(prefetch_state="failed", prefetch_result={"result": "Failed", "reason": reason})
     assert prefetch_failed_permanently(observed) is permanent
@@ -202,8 +255,16 @@ T1 = "2026-01-01T00:05:00Z"
 
 def test_merge_keeps_transition_time_unless_status_flips() -> None:
     first = conditions.merge(None, {READY: ConditionResult("False", "Downloading", "10%")}, 1, T0)
-    assert first == [{"type": READY, "status": "False", "reason": "Downloading", "message": "10%",
-                      "lastTransitionTime": T0, "observedGeneration": 1}]
+    assert first == [
+        {
+            "type": READY,
+            "status": "False",
+            "reason": "Downloading",
+            "message": "10%",
+            "lastTransitionTime": T0,
+            "observedGeneration": 1,
+        }
+    ]
     same_status = conditions.merge(first, {READY: ConditionResult("False", "Downloading", "50%")}, 2, T1)
     assert same_status[0]["lastTransitionTime"] == T0
     assert (same_status[0]["message"], same_status[0]["observedGeneration"]) == ("50%", 2)
@@ -239,12 +300,21 @@ def test_idle_resync_writes_nothing() -> None:
 
 
 def test_status_patch_is_a_minimal_merge_patch() -> None:
-    downloading = Observed(prefetch_state="running",
-                           prefetch_progress={"state": "downloading", "bytesDone": 1, "bytesTotal": 4, "filesDone": 0})
+    downloading = Observed(
+        prefetch_state="running",
+        prefetch_progress={"state": "downloading", "bytesDone": 1, "bytesTotal": 4, "filesDone": 0},
+    )
     before = _status(downloading, None, T0)
-    assert before["progress"] == "25%" and before["download"] == {"bytesDone": 1, "bytesTotal": 4, "filesDone": 0}
-    after = _status(replace(downloading, prefetch_progress={"state": "downloading", "bytesDone": 3, "bytesTotal": 4}),
-                    before["conditions"], T1)
+    assert before["progress"] == "25%" and before["download"] == {
+        "bytesDone": 1,
+        "bytesTotal": 4,
+        "filesDone": 0,
+    }
+    after = _status(
+        replace(downloading, prefetch_progress={"state": "downloading", "bytesDone": 3, "bytesTotal": 4}),
+        before["conditions"],
+        T1,
+    )
     patch = conditions.status_patch(before, after)
     assert patch is not None
     assert set(patch) == {"progress", "download", "conditions"}

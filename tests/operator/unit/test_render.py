@@ -75,10 +75,19 @@ def test_aimodels_object_is_included_when_the_orchestrator_module_provides_it(
     assert code == 0 and "lpbyoc-aimodels-" not in out
 
 
-def test_capabilities_sharing_a_cache_render_it_once_owned_by_both(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_capabilities_sharing_a_cache_render_it_once_owned_by_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     first = with_changes(BYOC_BODY, {"metadata.uid": "uid-a"})
-    second = with_changes(BYOC_BODY, {"metadata.name": "restyle-b", "metadata.uid": "uid-b",
-                                      "spec.capability.name": "restyle-b", "spec.model.revision": "v2"})
+    second = with_changes(
+        BYOC_BODY,
+        {
+            "metadata.name": "restyle-b",
+            "metadata.uid": "uid-b",
+            "spec.capability.name": "restyle-b",
+            "spec.model.revision": "v2",
+        },
+    )
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump_all([first, second]))
     code, out, _ = render_cli(capsys, "-f", str(path))
@@ -106,10 +115,19 @@ def test_one_retaining_user_keeps_the_shared_cache() -> None:
 @pytest.mark.parametrize(
     ("document", "expected"),
     [
-        (with_changes(BYOC_BODY, {"spec.model.revision": "bad rev"}), "spec.model.revision: Invalid value: 'bad rev'"),
-        (with_changes(BYOC_BODY, {"spec.orchestrator.secretRef": ...}), "orchestrator.url and orchestrator.secretRef are required"),
+        (
+            with_changes(BYOC_BODY, {"spec.model.revision": "bad rev"}),
+            "spec.model.revision: Invalid value: 'bad rev'",
+        ),
+        (
+            with_changes(BYOC_BODY, {"spec.orchestrator.secretRef": ...}),
+            "orchestrator.url and orchestrator.secretRef are required",
+        ),
         (with_changes(BYOC_BODY, {"spec.replicas": "two"}), "spec.replicas: 'two' is not of type 'integer'"),
-        ({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}, "Secret 's': not a LivepeerCapability"),
+        (
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}},
+            "Secret 's': not a LivepeerCapability",
+        ),
         (["a", "list"], "expected a YAML mapping"),
     ],
 )
@@ -135,8 +153,12 @@ def test_unreadable_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_settings_file_reaches_the_children(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = tmp_path / "settings.yaml"
-    settings.write_text("hf_endpoint: http://hub.internal:8080\nprefetch_image: reg/worker:9\ncluster_domain: corp\n")
-    code, out, _ = render_cli(capsys, "-f", str(REPO / "examples" / "aimodels-image-to-image.yaml"), "--settings", str(settings))
+    settings.write_text(
+        "hf_endpoint: http://hub.internal:8080\nprefetch_image: reg/worker:9\ncluster_domain: corp\n"
+    )
+    code, out, _ = render_cli(
+        capsys, "-f", str(REPO / "examples" / "aimodels-image-to-image.yaml"), "--settings", str(settings)
+    )
     assert code == 0
     job = next(o for o in yaml.safe_load_all(out) if o and o["kind"] == "Job")
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -144,12 +166,16 @@ def test_settings_file_reaches_the_children(tmp_path: Path, capsys: pytest.Captu
     assert {"name": "HF_ENDPOINT", "value": "http://hub.internal:8080"} in container["env"]
     assert "svc.corp:8000" in out  # the aiModels entry's URL uses the cluster domain
     settings.write_text("hf_endpont: typo\n")
-    code, _, err = render_cli(capsys, "-f", str(REPO / "examples" / "aimodels-image-to-image.yaml"), "--settings", str(settings))
+    code, _, err = render_cli(
+        capsys, "-f", str(REPO / "examples" / "aimodels-image-to-image.yaml"), "--settings", str(settings)
+    )
     assert code == 2 and "unknown operator settings: hf_endpont" in err
 
 
 def test_namespace_flag_and_metadata_namespace(tmp_path: Path) -> None:
-    caps = parse_capabilities([("x", with_changes(BYOC_BODY, {"metadata.namespace": ...}))], default_namespace="team")
+    caps = parse_capabilities(
+        [("x", with_changes(BYOC_BODY, {"metadata.namespace": ...}))], default_namespace="team"
+    )
     assert caps[0].namespace == "team"
     assert caps[0].spec == parse_spec(BYOC_BODY["spec"])
 
@@ -157,8 +183,16 @@ def test_namespace_flag_and_metadata_namespace(tmp_path: Path) -> None:
 def test_console_script_renders_without_a_cluster() -> None:
     """The installed `lpbyoc` entry point, as a user runs it (one subprocess, to cover packaging)."""
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "lpbyoc"), "render", "-f", str(REPO / "examples" / "liverunner-live-video.yaml")],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            str(Path(sys.executable).parent / "lpbyoc"),
+            "render",
+            "-f",
+            str(REPO / "examples" / "liverunner-live-video.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "kind: Deployment" in result.stdout and "nvidia.com/mig-3g.20gb: 1" in result.stdout
@@ -173,7 +207,10 @@ def test_all_examples_at_once(capsys: pytest.CaptureFixture[str]) -> None:
     keys = [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert len(keys) == len(set(keys))
     assert sum(o["kind"] == "Deployment" for o in objects) == len(EXAMPLES)
-    shared = next(o for o in objects if o["kind"] == "PersistentVolumeClaim"
-                  and len(o["metadata"].get("ownerReferences", [])) == 2)
+    shared = next(
+        o
+        for o in objects
+        if o["kind"] == "PersistentVolumeClaim" and len(o["metadata"].get("ownerReferences", [])) == 2
+    )
     assert shared["spec"]["resources"]["requests"]["storage"] == "20Gi"
     assert {r["name"] for r in shared["metadata"]["ownerReferences"]} == {"image-restyle", "live-restyle"}

@@ -36,7 +36,10 @@ def test_valid_body_parses_to_the_model_with_defaults() -> None:
     ("changes", "expected"),
     [
         ({"spec.model.revision": "not a ref"}, "spec.model.revision: Invalid value: 'not a ref'"),
-        ({"spec.model.revision": "feature..x"}, "model.revision must be a 40-hex commit SHA or a valid branch/tag name"),
+        (
+            {"spec.model.revision": "feature..x"},
+            "model.revision must be a 40-hex commit SHA or a valid branch/tag name",
+        ),
         ({"spec.model.revision": "release.lock"}, "model.revision must be a 40-hex commit SHA"),
         ({"spec.model.repo": "org/name/extra"}, "spec.model.repo: Invalid value: 'org/name/extra'"),
         ({"spec.model.repo": "-bad"}, "spec.model.repo: Invalid value"),
@@ -48,11 +51,18 @@ def test_valid_body_parses_to_the_model_with_defaults() -> None:
         ({"spec.cache.size": "lots"}, "spec.cache.size: Invalid value: 'lots'"),
         ({"spec.cache.accessModes": []}, "spec.cache.accessModes: [] should be non-empty"),
         ({"spec.serving.port": 80}, "spec.serving.port: 80 is less than the minimum of 1024"),
-        ({"spec.capability.integration": "aiModels", "spec.capability.pipeline": ...},
-         "capability.pipeline is required when integration is aiModels"),
-        ({"spec.capability.integration": "aiModels", "spec.capability.pipeline": "llm"},
-         "orchestrator.workloadRef is required when integration is aiModels"),
-        ({"spec.orchestrator.url": ...}, "orchestrator.url and orchestrator.secretRef are required for byoc and liveRunner"),
+        (
+            {"spec.capability.integration": "aiModels", "spec.capability.pipeline": ...},
+            "capability.pipeline is required when integration is aiModels",
+        ),
+        (
+            {"spec.capability.integration": "aiModels", "spec.capability.pipeline": "llm"},
+            "orchestrator.workloadRef is required when integration is aiModels",
+        ),
+        (
+            {"spec.orchestrator.url": ...},
+            "orchestrator.url and orchestrator.secretRef are required for byoc and liveRunner",
+        ),
         ({"spec.orchestrator.secretRef": ...}, "orchestrator.url and orchestrator.secretRef are required"),
         ({"spec.orchestrator.url": "ftp://orch"}, "spec.orchestrator.url: Invalid value: 'ftp://orch'"),
         ({"spec.pricing.currency": "usd"}, "currency usd is only understood by liveRunner price_info"),
@@ -74,7 +84,9 @@ def test_bad_specs_are_rejected_with_the_expected_message(changes: dict[str, Any
 
 
 def test_every_problem_is_reported_not_only_the_first() -> None:
-    errors = validation_errors(with_changes(BYOC_BODY, {"spec.replicas": -1, "spec.gpu.count": 99, "spec.x": 1}))
+    errors = validation_errors(
+        with_changes(BYOC_BODY, {"spec.replicas": -1, "spec.gpu.count": 99, "spec.x": 1})
+    )
     assert len(errors) == 3, errors
 
 
@@ -82,9 +94,21 @@ def test_every_problem_is_reported_not_only_the_first() -> None:
     ("old_changes", "new_changes", "expected"),
     [
         ({}, {"spec.model.repo": "org/other"}, "model.repo is immutable"),
-        ({"spec.cache.storageClassName": "fast"}, {"spec.cache.storageClassName": "slow"}, "storageClassName is immutable"),
-        ({"spec.cache.storageClassName": "fast"}, {"spec.cache.storageClassName": ...}, "storageClassName is immutable"),
-        ({"spec.cache.existingClaim": "weights"}, {"spec.cache.existingClaim": "other"}, "existingClaim is immutable"),
+        (
+            {"spec.cache.storageClassName": "fast"},
+            {"spec.cache.storageClassName": "slow"},
+            "storageClassName is immutable",
+        ),
+        (
+            {"spec.cache.storageClassName": "fast"},
+            {"spec.cache.storageClassName": ...},
+            "storageClassName is immutable",
+        ),
+        (
+            {"spec.cache.existingClaim": "weights"},
+            {"spec.cache.existingClaim": "other"},
+            "existingClaim is immutable",
+        ),
     ],
 )
 def test_transition_rules_reject_changes_that_would_orphan_data(
@@ -98,20 +122,28 @@ def test_transition_rules_reject_changes_that_would_orphan_data(
 
 def test_allowed_updates_pass_transition_rules() -> None:
     old = with_changes(BYOC_BODY, {"spec.cache.storageClassName": "fast"})
-    new = with_changes(old, {"spec.replicas": 3, "spec.model.revision": "v2", "spec.cache.retainOnDelete": True})
+    new = with_changes(
+        old, {"spec.replicas": 3, "spec.model.revision": "v2", "spec.cache.retainOnDelete": True}
+    )
     assert validation_errors(new, old) == []
     # Setting a class where none was set is allowed (the default class was unnamed).
-    assert validation_errors(with_changes(BYOC_BODY, {"spec.cache.storageClassName": "fast"}), BYOC_BODY) == []
+    assert (
+        validation_errors(with_changes(BYOC_BODY, {"spec.cache.storageClassName": "fast"}), BYOC_BODY) == []
+    )
 
 
 def test_aimodels_body_is_valid_and_usd_allowed_for_live_runner() -> None:
     assert validation_errors(AIMODELS) == []
-    live = with_changes(BYOC_BODY, {"spec.capability.integration": "liveRunner", "spec.pricing.currency": "usd"})
+    live = with_changes(
+        BYOC_BODY, {"spec.capability.integration": "liveRunner", "spec.pricing.currency": "usd"}
+    )
     assert validation_errors(live) == []
 
 
 def test_integer_quantities_are_accepted_as_kubernetes_does() -> None:
-    body = with_changes(BYOC_BODY, {"spec.cache.size": 1073741824, "spec.resources": {"requests": {"cpu": 2}}})
+    body = with_changes(
+        BYOC_BODY, {"spec.cache.size": 1073741824, "spec.resources": {"requests": {"cpu": 2}}}
+    )
     assert validation_errors(body) == []
     spec = defaulted_spec(body["spec"])
     assert spec["cache"]["size"] == "1073741824"

@@ -16,12 +16,25 @@ EXIT_INVALID = 2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
-    parser.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
-                        help="LivepeerCapability YAML (multi-document allowed); repeatable")
-    parser.add_argument("--settings", metavar="FILE",
-                        help="YAML mapping of operator settings (e.g. hf_endpoint, worker_image)")
-    parser.add_argument("-n", "--namespace", default="default",
-                        help="namespace for capabilities that name none (default: default)")
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="LivepeerCapability YAML (multi-document allowed); repeatable",
+    )
+    parser.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="YAML mapping of operator settings (e.g. hf_endpoint, worker_image)",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default="default",
+        help="namespace for capabilities that name none (default: default)",
+    )
 
 
 def load_settings(path: str | None) -> OperatorSettings:
