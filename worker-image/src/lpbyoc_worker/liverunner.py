@@ -11,8 +11,11 @@ every runner at once. The adapter starts one `LiveRunnerHeartbeat` per pod and s
 Protocol: the first `POST /runners/heartbeat` carries the orchSecret in `Authorization`; the
 answer holds `runner_id`, `heartbeat_interval`, `heartbeat_ttl` (Go durations such as "5s",
 or seconds) and, that first time only, `heartbeat_secret`, which authorises every later
-heartbeat and `POST /runners/{id}/unregister`. A 404 means the orchestrator forgot the
-runner (restart, TTL expiry): bootstrap again with the orchSecret and no runner id.
+heartbeat and `POST /runners/{id}/unregister`. A 404 means the orchestrator expired the
+runner; a 401 to the heartbeat secret means it no longer knows the runner at all (after a
+restart go-livepeer treats an unknown runner id as a new registration and checks the
+orchSecret). Either way: bootstrap again with the orchSecret and no runner id, so the
+orchestrator assigns a fresh id instead of answering 404 for an expired one.
 """
 
 from __future__ import annotations
@@ -237,9 +240,9 @@ class LiveRunnerHeartbeat:
         try:
             answer = await self._post_heartbeat(self._heartbeat_secret, self.runner_id)
         except HeartbeatFailure as exc:
-            if exc.status != 404:
+            if exc.status not in (401, 404):
                 raise
-            logger.info("orchestrator forgot runner %s; bootstrapping again", self.runner_id)
+            logger.info("orchestrator forgot runner %s (%s); bootstrapping again", self.runner_id, exc.status)
             self.runner_id, self._heartbeat_secret = "", ""
             self.phase = "bootstrapping"
             await self._bootstrap()
