@@ -55,6 +55,11 @@ def _validator() -> Draft202012Validator:
 
 
 @cache
+def _spec_schema() -> dict[str, Any]:
+    return dict(open_api_schema()["properties"]["spec"])
+
+
+@cache
 def _program(rule: str) -> celpy.Runner:
     env = celpy.Environment()
     return env.program(env.compile(rule))
@@ -111,10 +116,13 @@ def _at(value: Any, path: list[Any]) -> Any:
 
 def cel_errors(spec: Mapping[str, Any], old_spec: Mapping[str, Any] | None = None) -> list[str]:
     """Evaluate the spec schema's CEL rules on a defaulted spec (camelCase dict)."""
-    schema = open_api_schema()["properties"]["spec"]
+    schema = _spec_schema()
     errors = []
+    converted: dict[tuple[Any, ...], Any] = {}  # several rules share one node: convert it once
     for path, rule, value in _rules_at(schema, dict(spec), ["spec"]):
-        activation = {"self": celpy.json_to_cel(value)}
+        if tuple(path) not in converted:
+            converted[tuple(path)] = celpy.json_to_cel(value)
+        activation = {"self": converted[tuple(path)]}
         if "oldSelf" in rule["rule"]:
             old_value = _at(old_spec, path[1:]) if old_spec is not None else None
             if old_value is None:
