@@ -17,7 +17,8 @@ KIND_WAIT ?= 180s
 
 NVIDIA_DEVICE_PLUGIN_REPO ?= https://nvidia.github.io/k8s-device-plugin
 NVIDIA_DEVICE_PLUGIN_VERSION ?= 0.17.1
-FAKE_GPU_COUNT ?= 1
+# Fake GPUs advertised by kind-fake-gpu (the sample runs 2 replicas of 1 GPU).
+FAKE_GPU_COUNT ?= 4
 
 # The tags the chart and the CRD default to, so the images loaded into kind are the ones used
 # (imagePullPolicy IfNotPresent finds them on the node).
@@ -27,13 +28,16 @@ WORKER_REPOSITORY ?= ghcr.io/livepeer-byoc/worker
 OPERATOR_IMAGE ?= $(OPERATOR_REPOSITORY):$(IMAGE_TAG)
 WORKER_IMAGE ?= $(WORKER_REPOSITORY):$(IMAGE_TAG)
 
+# Operator, orchestrator and capabilities share one namespace, as the chart's orchestrator and
+# the capabilities' Secrets must.
 RELEASE ?= lpbyoc
-RELEASE_NAMESPACE ?= lpbyoc-system
 E2E_NAMESPACE ?= lpbyoc-e2e
 SAMPLE ?= examples/byoc-image-restyle.yaml
 CHART_DIR ?= charts/livepeer-byoc-operator
-# Extra `helm upgrade` arguments; kind-fake-gpu-deploy adds the CPU-Triton setting.
+ORCHESTRATOR_URL ?= https://$(RELEASE)-livepeer-byoc-operator-orchestrator.$(E2E_NAMESPACE).svc.cluster.local:8935
+# Extra `helm upgrade` arguments, e.g. HELM_ARGS='--set operator.hfEndpoint=http://mirror:8080'.
 HELM_ARGS ?=
+# kind-fake-gpu-deploy: no GPU in the node, so Triton must run its instances on CPU.
 FAKE_GPU_HELM_ARGS ?= --set-json 'operator.extraEnv=[{"name":"LPBYOC_TRITON_KIND","value":"KIND_CPU"}]'
 
 KCTL := $(KUBECTL) --context $(KUBE_CONTEXT)
@@ -77,18 +81,20 @@ images: ## Build the operator and worker images and load them into the kind clus
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(WORKER_IMAGE)
 
 .PHONY: deploy
-deploy: ## helm install the operator (watching E2E_NAMESPACE) and apply the sample capability
+deploy: ## helm install operator + go-livepeer orchestrator in E2E_NAMESPACE, create the Secrets, apply SAMPLE
 	$(KCTL) create namespace $(E2E_NAMESPACE) --dry-run=client -o yaml | $(KCTL) apply -f -
-	$(HELM) upgrade --install $(RELEASE) $(CHART_DIR) --kube-context $(KUBE_CONTEXT) --namespace $(RELEASE_NAMESPACE) --create-namespace --wait --set image.repository=$(OPERATOR_REPOSITORY) --set image.tag=$(IMAGE_TAG) --set operator.workerImage=$(WORKER_IMAGE) --set 'watch.namespaces={$(E2E_NAMESPACE)}' $(HELM_ARGS)
-	$(KCTL) -n $(E2E_NAMESPACE) apply -f $(SAMPLE)
+	$(KCTL) -n $(E2E_NAMESPACE) get secret orch-secret >/dev/null 2>&1 || $(KCTL) -n $(E2E_NAMESPACE) create secret generic orch-secret --from-literal=secret=$$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	$(KCTL) -n $(E2E_NAMESPACE) get secret worker-token >/dev/null 2>&1 || $(KCTL) -n $(E2E_NAMESPACE) create secret generic worker-token --from-literal=token=$$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	$(HELM) upgrade --install $(RELEASE) $(CHART_DIR) --kube-context $(KUBE_CONTEXT) --namespace $(E2E_NAMESPACE) --wait --set image.repository=$(OPERATOR_REPOSITORY) --set image.tag=$(IMAGE_TAG) --set operator.workerImage=$(WORKER_IMAGE) --set orchestrator.enabled=true --set orchestrator.secret.name=orch-secret --set orchestrator.secret.key=secret --set orchestrator.aiModels=false $(HELM_ARGS)
+	$(E2E_PYTHON) -m tests.e2e.manifests $(SAMPLE) --orchestrator-url $(ORCHESTRATOR_URL) | $(KCTL) -n $(E2E_NAMESPACE) apply -f -
 
 .PHONY: kind-fake-gpu-deploy
-kind-fake-gpu-deploy: ## deploy for a kind-fake-gpu cluster: the worker runs Triton on CPU
-	$(MAKE) --no-print-directory deploy HELM_ARGS="$(FAKE_GPU_HELM_ARGS) $(HELM_ARGS)"
+kind-fake-gpu-deploy: HELM_ARGS += $(FAKE_GPU_HELM_ARGS)
+kind-fake-gpu-deploy: deploy ## deploy on a kind-fake-gpu cluster: the worker runs Triton on CPU
 
 .PHONY: test-e2e
 test-e2e: ## Run the e2e suite against the kind cluster (skips with a reason when there is none)
-	LPBYOC_E2E_CONTEXT=$(KUBE_CONTEXT) LPBYOC_E2E_CLUSTER=$(KIND_CLUSTER) LPBYOC_E2E_NAMESPACE=$(E2E_NAMESPACE) $(E2E_PYTEST) -m e2e tests/e2e -v -rs
+	LPBYOC_E2E_CONTEXT=$(KUBE_CONTEXT) LPBYOC_E2E_CLUSTER=$(KIND_CLUSTER) LPBYOC_E2E_NAMESPACE=$(E2E_NAMESPACE) LPBYOC_E2E_RELEASE=$(RELEASE) LPBYOC_E2E_EXAMPLE=$(SAMPLE) LPBYOC_E2E_ORCHESTRATOR_URL=$(ORCHESTRATOR_URL) $(E2E_PYTEST) -m e2e tests/e2e -v -rs
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster
