@@ -89,32 +89,42 @@ def parse_capabilities(
     return capabilities
 
 
-def _sharing(
-    caps: Sequence[Capability], cap: Capability, key: Callable[[LivepeerCapabilitySpec], str]
-) -> list[Capability]:
-    return [c for c in caps if c.namespace == cap.namespace and key(c.spec) == key(cap.spec)]
-
-
-def _ids(caps: Sequence[Capability]) -> tuple[tuple[str, str], ...]:
+def _ids(caps: Iterable[Capability]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((c.name, c.uid) for c in caps))
 
 
-def build_context(caps: Sequence[Capability], cap: Capability, settings: OperatorSettings) -> BuildContext:
-    """What the operator would know about `cap` with every capability in `caps` in the cluster."""
-    claim_users = _sharing(caps, cap, naming.cache_claim_name)
-    revision = cap.spec.model.revision
-    return BuildContext(
-        namespace=cap.namespace,
-        name=cap.name,
-        uid=cap.uid,
-        spec=cap.spec,
-        resolved_revision=revision if is_commit_sha(revision) else UNRESOLVED_SHA,
-        cache_users=_ids(claim_users),
-        prefetch_users=_ids(_sharing(caps, cap, naming.prefetch_job_name)),
-        retain_cache=any(c.spec.cache.retain_on_delete for c in claim_users),
-        cache_size=largest_quantity(c.spec.cache.size for c in claim_users),
-        settings=settings,
-    )
+def _group_by(
+    caps: Sequence[Capability], key: Callable[[LivepeerCapabilitySpec], str]
+) -> dict[tuple[str, str], list[Capability]]:
+    groups: dict[tuple[str, str], list[Capability]] = {}
+    for cap in caps:
+        groups.setdefault((cap.namespace, key(cap.spec)), []).append(cap)
+    return groups
+
+
+def build_contexts(caps: Sequence[Capability], settings: OperatorSettings) -> list[BuildContext]:
+    """What the operator would know about each capability with all of `caps` in the cluster."""
+    by_claim = _group_by(caps, naming.cache_claim_name)
+    by_job = _group_by(caps, naming.prefetch_job_name)
+    contexts = []
+    for cap in caps:
+        claim_users = by_claim[(cap.namespace, naming.cache_claim_name(cap.spec))]
+        revision = cap.spec.model.revision
+        contexts.append(
+            BuildContext(
+                namespace=cap.namespace,
+                name=cap.name,
+                uid=cap.uid,
+                spec=cap.spec,
+                resolved_revision=revision if is_commit_sha(revision) else UNRESOLVED_SHA,
+                cache_users=_ids(claim_users),
+                prefetch_users=_ids(by_job[(cap.namespace, naming.prefetch_job_name(cap.spec))]),
+                retain_cache=any(c.spec.cache.retain_on_delete for c in claim_users),
+                cache_size=largest_quantity(c.spec.cache.size for c in claim_users),
+                settings=settings,
+            )
+        )
+    return contexts
 
 
 def _aimodels_objects(caps: Sequence[Capability], settings: OperatorSettings) -> list[dict[str, Any]]:
@@ -146,8 +156,7 @@ def render_objects(caps: Sequence[Capability], settings: OperatorSettings) -> li
     """Every child in apply order; shared children (one cache for several CRs) appear once."""
     seen: set[tuple[str, str, str]] = set()
     rendered: list[RenderedObject] = []
-    for cap in caps:
-        ctx = build_context(caps, cap, settings)
+    for cap, ctx in zip(caps, build_contexts(caps, settings), strict=True):
         for obj in build_children(ctx, weights_ready=True):
             key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
             if key in seen:
