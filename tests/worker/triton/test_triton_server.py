@@ -215,8 +215,8 @@ async def test_triton_killed_then_restarted(triton_server: RunningTriton) -> Non
                 await client.infer(x)
         finally:
             triton_server.start()
-        # The same client (one per adapter process) recovers without being recreated.
-        for _ in range(50):
+        # The same client (one per adapter process) recovers without being recreated, promptly.
+        for _ in range(20):
             if await client.is_model_ready():
                 break
             await asyncio.sleep(0.1)

@@ -29,6 +29,17 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype, tri
 Protocol = Literal["grpc", "http"]
 
 
+# Triton is on loopback: reconnect quickly once it is back (gRPC's default backoff grows to 120 s;
+# measured here after a 30 s outage: ready again 5.8 s after Triton was, vs at once with these caps).
+GRPC_CHANNEL_ARGS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 class TritonError(Exception):
     """Base of the errors raised by `TritonInference`."""
 
@@ -150,7 +161,7 @@ class TritonInference:
             if self.protocol == "grpc":
                 import tritonclient.grpc.aio as grpc_aio
 
-                self._client = grpc_aio.InferenceServerClient(self.url)
+                self._client = grpc_aio.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
             else:
                 import tritonclient.http.aio as http_aio
 
