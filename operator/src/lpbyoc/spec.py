@@ -79,7 +79,9 @@ class _Model(BaseModel):
 
 class SecretKeyRef(_Model):
     name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Secret name.")
-    key: str = Field(min_length=1, max_length=253, description="Key inside the Secret.")
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key inside the Secret."
+    )
 
 
 class CapabilitySpec(_Model):
