@@ -3,6 +3,7 @@ nothing less, scoped to the watched namespaces unless the operator watches all o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,3 +95,17 @@ def test_two_releases_in_different_namespaces_do_not_share_cluster_roles() -> No
     first = {o["metadata"]["name"] for o in render_objects(BASE, namespace="one") if o["kind"].startswith("Cluster")}
     second = {o["metadata"]["name"] for o in render_objects(BASE, namespace="two") if o["kind"].startswith("Cluster")}
     assert first and not first & second
+
+
+def test_generator_check_flags_a_hand_edited_rules_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    generator = load_generator()
+    edited = tmp_path / "_rbac_rules.tpl"
+    edited.write_text(generator.rules_template().replace('"delete"', '"deletecollection"'))
+    monkeypatch.setattr(generator, "RULES_TEMPLATE", edited)
+    monkeypatch.setattr(generator, "REPO", tmp_path)
+    assert generator.main(["--check"]) == 1
+    assert "stale: _rbac_rules.tpl" in capsys.readouterr().err
+    assert generator.main([]) == 0
+    assert edited.read_text() == generator.rules_template()
