@@ -163,13 +163,21 @@ class RunningTriton:
 
 @contextmanager
 def running_triton(
-    workdir: Path, *, serving: dict[str, object] | None = None, model_name: str = MODEL_NAME
+    workdir: Path,
+    *,
+    serving: dict[str, object] | None = None,
+    model_name: str = MODEL_NAME,
+    kind: str = "KIND_CPU",
 ) -> Iterator[RunningTriton]:
+    """Snapshot → model-repo → tritonserver on free loopback ports; stopped on exit.
+
+    `kind="KIND_GPU"` serves the model on the GPU (needs one, and a CUDA build of torch).
+    """
     torchscript = workdir / "build" / "model.pt"
     build_torchscript(torchscript)
     weights_dir = write_snapshot(workdir / "cache", {"model.pt": torchscript, "README.md": b"tiny conv\n"})
     repository = workdir / "models"
-    result = run_model_repo(weights_dir, repository, serving=serving, model_name=model_name)
+    result = run_model_repo(weights_dir, repository, serving=serving, model_name=model_name, kind=kind)
     if result.returncode != 0:
         raise RuntimeError(f"model-repo failed ({result.returncode}): {result.stderr}")
     http_port, grpc_port, metrics_port = free_ports(3)
@@ -181,6 +189,7 @@ def running_triton(
             grpc_port=grpc_port,
             metrics_port=metrics_port,
             exit_timeout_s=5,
+            gpu=kind == "KIND_GPU",
         ),
         runtime_dir=workdir / "triton",
         log_path=workdir / "tritonserver.log",
