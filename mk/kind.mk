@@ -33,12 +33,14 @@ WORKER_IMAGE ?= $(WORKER_REPOSITORY):$(IMAGE_TAG)
 RELEASE ?= lpbyoc
 E2E_NAMESPACE ?= lpbyoc-e2e
 SAMPLE ?= examples/byoc-image-restyle.yaml
+# One replica: a one-GPU host can run the sample.
+SAMPLE_REPLICAS ?= 1
 CHART_DIR ?= charts/livepeer-byoc-operator
 ORCHESTRATOR_URL ?= https://$(RELEASE)-livepeer-byoc-operator-orchestrator.$(E2E_NAMESPACE).svc.cluster.local:8935
 # Extra `helm upgrade` arguments, e.g. HELM_ARGS='--set operator.hfEndpoint=http://mirror:8080'.
 HELM_ARGS ?=
 # kind-fake-gpu-deploy: no GPU in the node, so Triton must run its instances on CPU.
-FAKE_GPU_HELM_ARGS ?= --set-json 'operator.extraEnv=[{"name":"LPBYOC_TRITON_KIND","value":"KIND_CPU"}]'
+FAKE_GPU_HELM_ARGS ?= --set operator.extraEnv[0].name=LPBYOC_TRITON_KIND,operator.extraEnv[0].value=KIND_CPU
 
 KCTL := $(KUBECTL) --context $(KUBE_CONTEXT)
 
@@ -80,13 +82,16 @@ images: ## Build the operator and worker images and load them into the kind clus
 	$(DOCKER) build -t $(WORKER_IMAGE) -f worker-image/Dockerfile worker-image
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(WORKER_IMAGE)
 
-.PHONY: deploy
-deploy: ## helm install operator + go-livepeer orchestrator in E2E_NAMESPACE, create the Secrets, apply SAMPLE
+.PHONY: deploy-chart
+deploy-chart: ## helm install operator + go-livepeer orchestrator in E2E_NAMESPACE, with the sample's Secrets
 	$(KCTL) create namespace $(E2E_NAMESPACE) --dry-run=client -o yaml | $(KCTL) apply -f -
 	$(KCTL) -n $(E2E_NAMESPACE) get secret orch-secret >/dev/null 2>&1 || $(KCTL) -n $(E2E_NAMESPACE) create secret generic orch-secret --from-literal=secret=$$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 	$(KCTL) -n $(E2E_NAMESPACE) get secret worker-token >/dev/null 2>&1 || $(KCTL) -n $(E2E_NAMESPACE) create secret generic worker-token --from-literal=token=$$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 	$(HELM) upgrade --install $(RELEASE) $(CHART_DIR) --kube-context $(KUBE_CONTEXT) --namespace $(E2E_NAMESPACE) --wait --set image.repository=$(OPERATOR_REPOSITORY) --set image.tag=$(IMAGE_TAG) --set operator.workerImage=$(WORKER_IMAGE) --set orchestrator.enabled=true --set orchestrator.secret.name=orch-secret --set orchestrator.secret.key=secret --set orchestrator.aiModels=false $(HELM_ARGS)
-	$(E2E_PYTHON) -m tests.e2e.manifests $(SAMPLE) --orchestrator-url $(ORCHESTRATOR_URL) | $(KCTL) -n $(E2E_NAMESPACE) apply -f -
+
+.PHONY: deploy
+deploy: deploy-chart ## deploy-chart, then apply SAMPLE pointed at the chart's orchestrator
+	$(E2E_PYTHON) -m tests.e2e.manifests $(SAMPLE) --orchestrator-url $(ORCHESTRATOR_URL) --replicas $(SAMPLE_REPLICAS) | $(KCTL) -n $(E2E_NAMESPACE) apply -f -
 
 .PHONY: kind-fake-gpu-deploy
 kind-fake-gpu-deploy: HELM_ARGS += $(FAKE_GPU_HELM_ARGS)
@@ -95,6 +100,20 @@ kind-fake-gpu-deploy: deploy ## deploy on a kind-fake-gpu cluster: the worker ru
 .PHONY: test-e2e
 test-e2e: ## Run the e2e suite against the kind cluster (skips with a reason when there is none)
 	LPBYOC_E2E_CONTEXT=$(KUBE_CONTEXT) LPBYOC_E2E_CLUSTER=$(KIND_CLUSTER) LPBYOC_E2E_NAMESPACE=$(E2E_NAMESPACE) LPBYOC_E2E_RELEASE=$(RELEASE) LPBYOC_E2E_EXAMPLE=$(SAMPLE) LPBYOC_E2E_ORCHESTRATOR_URL=$(ORCHESTRATOR_URL) $(E2E_PYTEST) -m e2e tests/e2e -v -rs
+
+# gpu when the host's driver answers, else fake-gpu; override with KIND_DEMO_MODE=fake-gpu.
+KIND_DEMO_MODE ?= $(if $(shell nvidia-smi -L 2>/dev/null),gpu,fake-gpu)
+KIND_DEMO_HELM_ARGS = $(if $(filter gpu,$(KIND_DEMO_MODE)),,$(FAKE_GPU_HELM_ARGS)) $(HELM_ARGS)
+
+.PHONY: kind-demo
+kind-demo: ## Docker host: cluster (real GPU if nvidia-smi works, else fake GPU), images, chart, e2e suite, then the sample
+	@echo "== kind demo in $(KIND_DEMO_MODE) mode (cluster $(KIND_CLUSTER); make kind-down removes it)"
+	$(MAKE) --no-print-directory $(if $(filter gpu,$(KIND_DEMO_MODE)),kind-up,kind-fake-gpu)
+	$(MAKE) --no-print-directory images
+	$(MAKE) --no-print-directory deploy-chart HELM_ARGS="$(KIND_DEMO_HELM_ARGS)"
+	# The suite runs before the sample so that a one-GPU host has its GPU free for it.
+	$(MAKE) --no-print-directory test-e2e
+	$(MAKE) --no-print-directory deploy HELM_ARGS="$(KIND_DEMO_HELM_ARGS)"
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster

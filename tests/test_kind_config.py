@@ -19,7 +19,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 MAKEFILE = REPO / "Makefile" if (REPO / "Makefile").exists() else REPO / "mk" / "kind.mk"
 CHART = REPO / "charts" / "livepeer-byoc-operator"
-KIND_TARGETS = ("kind-up", "kind-fake-gpu", "images", "deploy", "kind-fake-gpu-deploy", "test-e2e", "kind-down")
+KIND_TARGETS = (
+    "kind-up", "kind-fake-gpu", "images", "deploy-chart", "deploy", "kind-fake-gpu-deploy", "test-e2e", "kind-demo", "kind-down",
+)
 
 # The part of kind's v1alpha4 Cluster config (sigs.k8s.io/kind/pkg/apis/config/v1alpha4) this
 # file uses; unknown keys are errors, as they are for `kind create cluster`.
@@ -224,3 +226,17 @@ def test_kind_down_deletes_only_its_cluster() -> None:
 
 def test_chart_target_regenerates_the_chart_files() -> None:
     assert make_n("chart") == [".venv/bin/python charts/generate.py"]
+
+
+@pytest.mark.parametrize(("mode", "cluster_target", "cpu_triton"), [("gpu", "kind-up", False), ("fake-gpu", "kind-fake-gpu", True)])
+def test_kind_demo_runs_the_suite_before_the_sample(mode: str, cluster_target: str, cpu_triton: bool) -> None:
+    lines = make_n("kind-demo", f"KIND_DEMO_MODE={mode}")
+    submakes = [line.split()[2] for line in lines if line.startswith("make --no-print-directory ")]
+    assert submakes == [cluster_target, "images", "deploy-chart", "test-e2e", "deploy"]
+    helm_lines = [line for line in lines if line.startswith("helm upgrade --install lpbyoc ")]
+    assert len(helm_lines) == 2
+    for helm_line in helm_lines:
+        env = helm_values(helm_line)["operator"].get("extraEnv", [])
+        assert ({"name": "LPBYOC_TRITON_KIND", "value": "KIND_CPU"} in env) is cpu_triton
+    order = [i for i, line in enumerate(lines) if "pytest -m e2e" in line or "tests.e2e.manifests" in line]
+    assert "pytest -m e2e" in lines[order[0]], "the sample must not take the GPU before the suite runs"

@@ -17,6 +17,7 @@ from tests.e2e.kubectl import CAPABILITIES, Kubectl
 from tests.e2e.manifests import e2e_capability, load_example
 from tests.e2e.status import describe, is_ready, is_waiting_for_gpu
 from tests.e2e.waiting import wait_for, wait_for_absence
+from tests.e2e.workload import adapter_capacity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -59,16 +60,20 @@ async def test_capability_ready_serves_a_job_follows_a_change_and_is_deleted(
                 wrong = {**headers, "Authorization": "Bearer wrong"}
                 assert (await client.post(path, headers=wrong, content=body)).status_code == 401
 
-        # A spec change: a second replica. Ready again only once the status describes it.
-        cap["spec"]["replicas"] = 2
+        # A spec change that needs no second GPU: concurrency per replica. Ready again only once
+        # the status describes the new generation, and the worker runs with the new capacity.
+        new_capacity = int(cap["spec"].get("capacityPerReplica", 1)) + 1
+        cap["spec"]["capacityPerReplica"] = new_capacity
         await kubectl.apply([cap])
         changed = await wait_for(
             fetch,
-            lambda obj: is_ready(obj) and obj["status"].get("readyReplicas") == 2,
-            what=f"{name} Ready with 2 replicas",
+            lambda obj: is_ready(obj) and obj["metadata"]["generation"] > ready["metadata"]["generation"],
+            what=f"{name} Ready at its new generation",
             within=e2e_config.ready_timeout,
         )
-        assert changed["metadata"]["generation"] > ready["metadata"]["generation"]
+        deployment = await kubectl.get("deployment", worker_name(name))
+        assert deployment is not None
+        assert adapter_capacity(deployment) == new_capacity, describe(changed)
     finally:
         await kubectl.delete(CAPABILITIES, name)
 

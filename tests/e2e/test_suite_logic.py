@@ -32,6 +32,7 @@ from tests.e2e.kubectl import Kubectl, forwarded_port
 from tests.e2e.prerequisites import CommandResult, missing_prerequisites
 from tests.e2e.status import describe, is_ready, is_waiting_for_gpu
 from tests.e2e.waiting import GaveUp, WaitTimeout, wait_for, wait_for_absence
+from tests.e2e.workload import adapter_capacity
 from tests.support.kube import Cluster, cluster  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -315,3 +316,14 @@ def test_port_forward_line(line: str, port: int | None) -> None:
 def test_kubectl_always_names_context_and_namespace() -> None:
     argv = Kubectl(context="kind-lpbyoc", namespace="lpbyoc-e2e").argv("get", "pods")
     assert argv == ["kubectl", "--context", "kind-lpbyoc", "--namespace", "lpbyoc-e2e", "get", "pods"]
+
+
+def test_adapter_capacity_is_read_from_the_operators_worker_deployment() -> None:
+    from lpbyoc.builders import BuildContext, build_worker_deployment
+    from lpbyoc.spec import parse_spec
+
+    spec = parse_spec({**SPEC, "capacityPerReplica": 3})
+    deployment = build_worker_deployment(BuildContext(namespace="ns", name="x", uid="u1", spec=spec, resolved_revision="a" * 40))
+    assert adapter_capacity(deployment) == 3
+    deployment["spec"]["template"]["spec"]["containers"] = [{"name": "other", "args": []}]
+    assert adapter_capacity(deployment) is None
