@@ -251,4 +251,6 @@ def test_incomplete_values_fail_with_the_missing_key(override: dict[str, Any], m
 def test_notes_give_the_next_step() -> None:
     text = notes(values_for("default"))
     assert f"kubectl -n {NAMESPACE} apply -f examples/" in text
+    example = text.split("apply -f ", 1)[1].split()[0]
+    assert (CHART.parent.parent / example).is_file(), f"NOTES.txt names a missing example: {example}"
     assert "rollout status deployment/lp-livepeer-byoc-operator" in text
