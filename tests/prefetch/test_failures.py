@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import httpx
 import pytest
 from lpbyoc_worker import cli
 from lpbyoc_worker.prefetch.plan import RemoteFile
 from lpbyoc_worker.prefetch.progress import Progress
 from lpbyoc_worker.prefetch.result import PrefetchError
 from lpbyoc_worker.prefetch.transfer import FileFetcher, TransferSettings
+from lpbyoc_worker.prefetch.transport import Transport
 from lpbyoc_worker.weights import MARKER_NAME, partial_dir, repo_dirname, snapshot_dir
 
 from tests.support.hub_server import FakeHub, PatternBlob
@@ -136,13 +136,16 @@ def test_disk_full_while_writing_is_disk_full_and_keeps_the_partial_file(hub: Fa
     served = hub.file(REPO, "w.bin")
     remote = RemoteFile("w.bin", size, served.sha256, None)
     partial = partial_dir(small_volume, REPO, sha)
-    with httpx.Client(timeout=10) as client:
+    transport = Transport(timeout=10)
+    try:
         fetcher = FileFetcher(
-            client=client, endpoint=hub.url, token=None, repo=REPO, sha=sha, partial_root=partial,
+            transport=transport, endpoint=hub.url, token=None, repo=REPO, sha=sha, partial_root=partial,
             settings=TransferSettings(stall_timeout=5, max_retries=0), progress=Progress(), abort=threading.Event(),
         )
         with pytest.raises(PrefetchError) as failure:
             fetcher.fetch(remote)
+    finally:
+        transport.close()
     assert failure.value.reason == "DiskFull"
     kept = (partial / "w.bin").stat().st_size
     assert 1024 * 1024 < kept < size  # what fitted stays, ready to resume on a larger volume

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from huggingface_hub import HfApi
 
 from lpbyoc_worker.weights import (
@@ -32,6 +31,7 @@ from .plan import Plan, RemoteFile, make_plan
 from .progress import Progress
 from .result import DISK_FULL, SUCCEEDED, PrefetchError, Result
 from .transfer import Aborted, ContentHashes, FileFetcher, TransferSettings
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +203,10 @@ def _fetch_all(
     abort = threading.Event()
     fetched: dict[str, ManifestEntry] = {}
     settings = request.transfer
-    timeout = httpx.Timeout(settings.stall_timeout, connect=settings.connect_timeout)
-    limits = httpx.Limits(max_connections=request.parallel + 2, max_keepalive_connections=request.parallel + 2)
-    with httpx.Client(timeout=timeout, limits=limits, follow_redirects=True) as client:
+    transport = Transport(timeout=settings.stall_timeout)
+    try:
         fetcher = FileFetcher(
-            client=client,
+            transport=transport,
             endpoint=request.endpoint,
             token=request.token,
             repo=plan.repo,
@@ -238,6 +237,8 @@ def _fetch_all(
                 failures += [f.exception() for f in futures if f.done() and not f.cancelled() and f not in done
                              and f.exception() is not None]
                 raise _first_real_failure(failures)
+    finally:
+        transport.close()
     return fetched
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
 from lpbyoc_worker.weights import HASH_CHUNK
@@ -29,12 +28,15 @@ from .result import (
     DOWNLOAD_STALLED,
     ENTRY_NOT_FOUND,
     NETWORK_ERROR,
+    UNAUTHORIZED,
     PrefetchError,
 )
+from .transport import Response, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
 ETAG_SUFFIX = ".lpbyoc-etag"
+READ_BUFFER_BYTES = 1024 * 1024
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -95,7 +97,7 @@ class FileFetcher:
     def __init__(
         self,
         *,
-        client: httpx.Client,
+        transport: Transport,
         endpoint: str,
         token: str | None,
         repo: str,
@@ -105,7 +107,7 @@ class FileFetcher:
         progress: Progress,
         abort: threading.Event,
     ) -> None:
-        self.client = client
+        self.transport = transport
         self.endpoint = endpoint
         self.token = token
         self.repo = repo
@@ -218,47 +220,72 @@ class FileFetcher:
         self, remote: RemoteFile, part: Path, location: str, etag: str, offset: int, hashes: ContentHashes
     ) -> int:
         headers = {"Accept-Encoding": "identity", "User-Agent": "lpbyoc-prefetch"}
-        if self.token and urlsplit(location).netloc == urlsplit(self.endpoint).netloc:
+        on_hub = urlsplit(location).netloc == urlsplit(self.endpoint).netloc
+        if self.token and on_hub:
             headers["Authorization"] = f"Bearer {self.token}"  # never sent to a CDN on another host
         if offset:
             headers["Range"] = f"bytes={offset}-"
-            headers["If-Range"] = f'"{etag}"'
+            if on_hub:
+                # A CDN has ETags of its own; its URL is content-addressed, and the sidecar check
+                # above already compared the Hub's ETag, so If-Range goes to the Hub only.
+                headers["If-Range"] = f'"{etag}"'
         try:
-            with self.client.stream("GET", location, headers=headers) as response:
-                if response.status_code == 206:
-                    start = _content_range_start(response.headers.get("Content-Range"))
-                    if start != offset:
-                        raise _Retry(f"server answered range from {start}, asked {offset}", stalled=False)
-                elif response.status_code == 200:
-                    if offset:  # the server ignored the range or the file changed: start over
-                        self._discard(part)
-                        part.touch()
-                        offset = 0
-                        hashes.reset()
-                elif response.status_code == 416:
-                    self._discard(part)
-                    raise _Retry("range not satisfiable; restarting the file", stalled=False)
-                elif response.status_code == 404:
-                    raise PrefetchError(ENTRY_NOT_FOUND, f"{self.repo}@{self.sha[:12]} file {remote.path} is gone")
-                else:
-                    response.raise_for_status()
-                with open(part, "r+b") as fh:
-                    fh.seek(offset)
-                    fh.truncate()
-                    for chunk in response.iter_raw():
-                        if self.abort.is_set():
-                            raise Aborted()
-                        fh.write(chunk)
-                        hashes.update(chunk)
-                        offset += len(chunk)
-                        self.progress.add_downloaded(len(chunk))
-                        if offset > remote.size:
-                            break
-        except (PrefetchError, Aborted, _Retry, OSError):
-            raise  # OSError here is the local disk (httpx wraps network errors in its own types)
-        except Exception as exc:
-            raise self._retry_or_fail(exc, remote) from None
+            response = self.transport.get(location, headers)
+        except TransportError as exc:
+            raise _Retry(str(exc), stalled=exc.stalled) from None
+        try:
+            offset = self._check_response(response, remote, part, offset, hashes)
+            buffer = memoryview(bytearray(READ_BUFFER_BYTES))
+            with open(part, "r+b") as fh:
+                fh.seek(offset)
+                fh.truncate()
+                while True:
+                    if self.abort.is_set():
+                        raise Aborted()
+                    try:
+                        n = response.readinto(buffer)
+                    except TransportError as exc:
+                        raise _Retry(str(exc), stalled=exc.stalled) from None
+                    if n == 0:
+                        break
+                    chunk = buffer[:n]
+                    fh.write(chunk)  # an OSError here is the local disk (ENOSPC), handled by fetch()
+                    hashes.update(chunk)
+                    offset += n
+                    self.progress.add_downloaded(n)
+                    if offset > remote.size:
+                        break
+        finally:
+            response.close()
         return offset
+
+    def _check_response(
+        self, response: Response, remote: RemoteFile, part: Path, offset: int, hashes: ContentHashes
+    ) -> int:
+        """The offset the body starts at, after checking the status; raises for the failures."""
+        status = response.status
+        if status == 206:
+            start = _content_range_start(response.headers.get("Content-Range"))
+            if start != offset:
+                raise _Retry(f"server answered a range from {start}, asked {offset}", stalled=False)
+            return offset
+        if status == 200:
+            if offset:  # the server ignored the range or the file changed: start over
+                self._discard(part)
+                part.touch()
+                hashes.reset()
+            return 0
+        if status == 416:
+            self._discard(part)
+            raise _Retry("range not satisfiable; restarting the file", stalled=False)
+        what = f"{self.repo}@{self.sha[:12]} file {remote.path}"
+        if status in (401, 403):
+            raise PrefetchError(UNAUTHORIZED, f"the Hub refused {what} (HTTP {status}); check the token")
+        if status == 404:
+            raise PrefetchError(ENTRY_NOT_FOUND, f"{what} is gone (HTTP 404)")
+        if status in _RETRYABLE_STATUS:
+            raise _Retry(f"HTTP {status} for {what}", stalled=False)
+        raise PrefetchError(NETWORK_ERROR, f"unexpected HTTP {status} for {what}")
 
     def _retry_or_fail(self, exc: Exception, remote: RemoteFile) -> Exception:
         status = getattr(getattr(exc, "response", None), "status_code", None)
