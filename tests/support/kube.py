@@ -55,6 +55,24 @@ FAST_TUNING = RuntimeTuning(
 )
 
 
+class ApiServerEmulator(kmock.KubernetesEmulator):
+    """kmock that stamps what a real API server stamps on creation: uid, resourceVersion,
+    generation and creationTimestamp (when the body lacks them).
+
+    Without uids, kopf's index keys (namespace, name, uid) of a Deployment and a Service of
+    the same name collide, and indexing one drops the other from every other index.
+    """
+
+    async def _handle(self, request: Any) -> Any:
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("resourceVersion", "1")
+            meta.setdefault("generation", 1)
+            meta.setdefault("creationTimestamp", _now())
+        return await super()._handle(request)
+
+
 def declare_resources(api: kmock.KubernetesEmulator) -> None:
     api.resources.load_bundled()
     api.resources[CAPABILITY_RESOURCE] = {
@@ -137,7 +155,13 @@ class Cluster:
 
     def write_log(self) -> list[str]:
         """`METHOD path` of every write served so far (to say which write broke an expectation)."""
-        return [f"{r.method.value} {r.url.path}" for m in WRITE_METHODS for r in self.api[kmock.method(m)]]
+        ordered = sorted((r for m in WRITE_METHODS for r in self.api[kmock.method(m)]), key=lambda r: r.id)
+        return [f"{r.method.value} {r.url.path}" for r in ordered]
+
+    def write_bodies(self) -> list[tuple[str, Any]]:
+        """(`METHOD path`, body) of every write, in order."""
+        ordered = sorted((r for m in WRITE_METHODS for r in self.api[kmock.method(m)]), key=lambda r: r.id)
+        return [(f"{r.method.value} {r.url.path}", r.data) for r in ordered]
 
     # -- capabilities --------------------------------------------------------------------------
 
@@ -395,7 +419,7 @@ class LoopThread:
 @pytest_asyncio.fixture()
 async def cluster() -> AsyncIterator[Cluster]:
     with LoopThread("kmock") as thread:
-        api = thread.enter(kmock.KubernetesEmulator())
+        api = thread.enter(ApiServerEmulator())
         server = thread.enter(kmock.Server(api))
         declare_resources(api)
         kube = Kube.connect(server=str(server.url), patch_strategy="merge")

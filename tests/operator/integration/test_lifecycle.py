@@ -7,6 +7,8 @@ the test). The orchestrator is the go-livepeer double on loopback.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from lpbyoc import naming
 from lpbyoc.spec import parse_spec
@@ -67,3 +69,89 @@ async def test_job_done_and_deployment_available_reach_ready(cluster: Cluster, o
     assert status["endpoint"] == f"http://{worker}.default.svc.cluster.local:8000"
     assert status["progress"] == "100%"
     assert orch.capabilities["restyle"].body["capacity"] == 2
+
+
+async def test_failed_prefetch_reports_reason_then_retries_with_a_new_job(cluster: Cluster, operator, orch) -> None:
+    """The Job is deleted and recreated by the operator after a backoff (0.5 s in these tests)."""
+    await operator()
+    spec = byoc_spec(orch.url)
+    await cluster.create_capability("restyle", spec)
+    job_name = naming.prefetch_job_name(parse_spec(spec))
+    await wait_for(lambda: cluster.get("batch/v1", "Job", job_name), what="the prefetch Job")
+
+    result = {"result": "Failed", "reason": "Unauthorized", "message": "401 from the Hub: token rejected"}
+    await cluster.finish_job(job_name, result)
+    cond = await cluster.wait_condition("restyle", "WeightsCached", "Unauthorized")
+    assert cond["message"] == "401 from the Hub: token rejected"
+    status = await cluster.status("restyle")
+    assert status["phase"] == "Failed"
+    retry = json.loads((await cluster.capability("restyle"))["metadata"]["annotations"]["livepeer.org/prefetch-retry"])
+    assert retry["job"] == job_name and retry["attempt"] == 1
+
+    async def second_attempt() -> dict | None:
+        job = await cluster.get("batch/v1", "Job", job_name)
+        annotations = (job or {}).get("metadata", {}).get("annotations", {})
+        return job if annotations.get("livepeer.org/prefetch-attempt") == "2" else None
+
+    job = await wait_for(second_attempt, within=10, what="the second prefetch attempt")
+    assert "status" not in job or not job["status"].get("conditions")
+    assert len([j for j in await cluster.list("batch/v1", "Job")]) == 1
+
+
+async def test_unschedulable_worker_pod_is_waiting_for_gpu(cluster: Cluster, operator, orch) -> None:
+    await operator()
+    spec = byoc_spec(orch.url)
+    await cluster.create_capability("restyle", spec)
+    job_name = naming.prefetch_job_name(parse_spec(spec))
+    await wait_for(lambda: cluster.get("batch/v1", "Job", job_name), what="the prefetch Job")
+    await cluster.finish_job(job_name, {"result": "Succeeded", "reason": "Succeeded", "sha": SHA})
+    await wait_for(lambda: cluster.get("apps/v1", "Deployment", naming.worker_name("restyle")), what="the Deployment")
+
+    message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    await cluster.add_worker_pod("restyle", unschedulable_message=message)
+    cond = await cluster.wait_condition("restyle", "WorkerAvailable", "WaitingForGPU")
+    assert message in cond["message"]
+    ready = await cluster.condition("restyle", "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "WaitingForGPU"
+
+
+async def test_missing_storage_class_and_secret_have_specific_reasons(cluster: Cluster, operator, orch) -> None:
+    await operator()
+    await cluster.create_capability("fast-cache", byoc_spec(orch.url, cache={"size": "5Gi", "storageClassName": "fast"}))
+    cond = await cluster.wait_condition("fast-cache", "SpecValid", "StorageClassNotFound")
+    assert "'fast'" in cond["message"]
+    assert (await cluster.status("fast-cache"))["phase"] == "Failed"
+    assert await cluster.list("v1", "PersistentVolumeClaim") == []
+
+    # Creating the StorageClass is noticed by the periodic resync (classes are read, not watched).
+    await cluster.create_storage_class("fast")
+    await cluster.wait_phase("fast-cache", "Downloading")
+
+    gated = byoc_spec(orch.url, model={"repo": "org/gated", "tokenSecretRef": {"name": "hf", "key": "token"}})
+    await cluster.create_capability("gated", gated)
+    cond = await cluster.wait_condition("gated", "SpecValid", "SecretNotFound")
+    assert "hf (spec.model.tokenSecretRef)" in cond["message"]
+    assert await cluster.get("batch/v1", "Job", naming.prefetch_job_name(parse_spec(gated))) is None
+
+
+async def test_two_capabilities_of_one_model_share_claim_and_job(cluster: Cluster, operator, orch) -> None:
+    await operator()
+    spec_a = byoc_spec(orch.url)
+    spec_b = byoc_spec(orch.url, capability={"name": "restyle-b", "integration": "byoc"})
+    a = await cluster.create_capability("restyle-a", spec_a)
+    b = await cluster.create_capability("restyle-b", spec_b)
+    claim = naming.cache_claim_name(parse_spec(spec_a))
+    job_name = naming.prefetch_job_name(parse_spec(spec_a))
+    uids = sorted([a["metadata"]["uid"], b["metadata"]["uid"]])
+
+    async def shared_by_both() -> bool:
+        pvc = await cluster.get("v1", "PersistentVolumeClaim", claim)
+        job = await cluster.get("batch/v1", "Job", job_name)
+        return bool(pvc and job) and all(
+            sorted(r["uid"] for r in obj["metadata"]["ownerReferences"]) == uids for obj in (pvc, job)
+        )
+
+    await wait_for(shared_by_both, what="one PVC and one Job owned by both capabilities")
+    assert len(await cluster.list("v1", "PersistentVolumeClaim")) == 1
+    assert len(await cluster.list("batch/v1", "Job")) == 1
+    assert len(await cluster.list("v1", "Service")) == 2
