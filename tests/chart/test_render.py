@@ -169,12 +169,20 @@ def test_operator_args_parse_with_the_real_command_line() -> None:
         run_command = importlib.import_module("lpbyoc.commands.run")
     except ModuleNotFoundError:
         pytest.skip("lpbyoc.commands.run is not in the tree yet: cannot check the chart's args against it")
-    for case in ("default", "two-namespaces", "all-namespaces"):
-        args = container(operator_deployment(render_objects(values_for(case))), "operator")["args"]
+    expected_scope = {
+        "default": ([NAMESPACE], False),
+        "two-namespaces": (["team-a", "team-b"], False),
+        "all-namespaces": (None, True),
+    }
+    for case, (namespaces, all_namespaces) in expected_scope.items():
+        values = merge(values_for(case), {"operator": {"verbose": True, "resyncIntervalSeconds": 12.5}})
+        args = container(operator_deployment(render_objects(values)), "operator")["args"]
         parser = argparse.ArgumentParser(prog="lpbyoc run", exit_on_error=False)
         run_command.add_arguments(parser)
         parsed = parser.parse_args(args)
+        assert parsed.namespace == namespaces and parsed.all_namespaces is all_namespaces
         assert parsed.metrics_port == 8080 and parsed.health_port == 8081
+        assert parsed.verbose is True and parsed.resync_interval == 12.5
 
 
 def test_metrics_service_selects_the_operator_pod() -> None:
