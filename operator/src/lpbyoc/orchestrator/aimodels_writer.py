@@ -47,8 +47,9 @@ class AiModelsWriter:
     def __init__(
         self,
         *,
-        quiet_s: float = 0.5,
-        max_delay_s: float = 5.0,
+        # A go-livepeer restart drops live streams; a file written seconds later costs nothing.
+        quiet_s: float = 2.0,
+        max_delay_s: float = 30.0,
         backoff: Backoff | None = None,
     ) -> None:
         self.quiet_s = quiet_s
@@ -62,6 +63,7 @@ class AiModelsWriter:
         self._index: ClaimIndex | None = None
         self._observations: dict[str, Observation] = {}
         self._orchestrator_of: dict[str, OrchestratorKey] = {}
+        self._seen: dict[str, AiModelsClaim] = {}  # the claim each capability made at its last event
         self._written: dict[OrchestratorKey, str] = {}  # rendered text known to be stored
         self._outcomes: dict[OrchestratorKey, Flushed] = {}
         self._dirty: dict[OrchestratorKey, asyncio.Event] = {}
@@ -76,8 +78,19 @@ class AiModelsWriter:
         if kube is not None:
             self.kube = kube
 
-    def changed(self, capability_key: str, orchestrator_key: OrchestratorKey | None) -> None:
-        """A capability's claim changed (or vanished, with None): re-render where it was and is."""
+    def changed(self, capability_key: str, orchestrator_key: OrchestratorKey | None,
+                claim: AiModelsClaim | None = None) -> None:
+        """A capability's claim changed (or vanished, with None): re-render where it was and is.
+
+        With `claim` given, an event that leaves the claim as it was (a status-only update,
+        a resync) marks nothing, so it does not hold back a pending write.
+        """
+        if claim is not None and self._seen.get(capability_key) == claim:
+            return
+        if claim is None:
+            self._seen.pop(capability_key, None)
+        else:
+            self._seen[capability_key] = claim
         previous = self._orchestrator_of.pop(capability_key, None)
         if orchestrator_key is not None:
             self._orchestrator_of[capability_key] = orchestrator_key

@@ -24,10 +24,10 @@ def lpbyoc_aimodels_claims(body: kopf.Body, **_: Any) -> dict[tuple[str, str], a
 
 
 @kopf.on.event(*RESOURCE)
-def lpbyoc_aimodels_changed(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+async def lpbyoc_aimodels_changed(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
     writer = orchestration().writer
     writer.attach(kwargs["lpbyoc_aimodels_claims"])  # the index above, passed by kopf under its name
     metadata = body.get("metadata") or {}
     key = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
     claim = None if event.get("type") == "DELETED" else aimodels.claim_from_body(body)
-    writer.changed(key, None if claim is None else claim.orchestrator_key)
+    writer.changed(key, None if claim is None else claim.orchestrator_key, claim)
