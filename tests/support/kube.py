@@ -7,39 +7,36 @@ their status. `operator` yields a factory that starts the real kopf operator in 
 loop against that API (and restarts it) with short intervals.
 
 kmock has no uid/generation/creationTimestamp, label selectors, ownerReference GC or
-server-side apply: `create_capability` stamps uid/generation/creationTimestamp itself,
-`collect_garbage` does what the GC would, and the operator runs with the merge-patch strategy.
+server-side apply: the emulator (lpbyoc.commands.demo.api_double) stamps uids on creation,
+`create_capability` sets generation and `patch_capability_spec` bumps it, `collect_garbage`
+does what the GC would, and the operator runs with the merge-patch strategy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import kmock
 import kopf
 import pytest_asyncio
 from lpbyoc import naming, orchestrator
+from lpbyoc.commands.demo import LoopThread, api_double
 from lpbyoc.kube import Kube
 from lpbyoc.operator_settings import RuntimeTuning
 from lpbyoc.reconcile import Reconciler, Runtime
 from lpbyoc.settings import OperatorSettings
-from lpbyoc.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from lpbyoc.spec import API_VERSION, KIND
 
-T = TypeVar("T")
 NAMESPACE = "default"
-CAPABILITY_RESOURCE = f"{GROUP}/{VERSION}/{PLURAL}"
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 # Resources the operator watches (one watch stream each, plus none extra for shared ones).
 WATCHED_RESOURCES = 6
@@ -53,34 +50,6 @@ FAST_TUNING = RuntimeTuning(
     retry_base=0.5,
     retry_cap=2.0,
 )
-
-
-class ApiServerEmulator(kmock.KubernetesEmulator):
-    """kmock that stamps what a real API server stamps on creation: uid, resourceVersion,
-    generation and creationTimestamp (when the body lacks them).
-
-    Without uids, kopf's index keys (namespace, name, uid) of a Deployment and a Service of
-    the same name collide, and indexing one drops the other from every other index.
-    """
-
-    async def _handle(self, request: Any) -> Any:
-        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
-            meta = request.data.setdefault("metadata", {})
-            meta.setdefault("uid", str(uuid.uuid4()))
-            meta.setdefault("resourceVersion", "1")
-            meta.setdefault("generation", 1)
-            meta.setdefault("creationTimestamp", _now())
-        return await super()._handle(request)
-
-
-def declare_resources(api: kmock.KubernetesEmulator) -> None:
-    api.resources.load_bundled()
-    api.resources[CAPABILITY_RESOURCE] = {
-        "kind": KIND,
-        "namespaced": True,
-        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-        "subresources": ["status", "scale"],
-    }
 
 
 async def wait_for(
@@ -385,46 +354,13 @@ class OperatorRun:
         return await self.start()
 
 
-class LoopThread:
-    """An event loop in its own thread, for servers the operator talks to.
-
-    kopf, when it stops, waits 5 s for every task spawned in its loop since it started (the
-    per-connection handlers of any server in that loop included) and then cancels them. Servers
-    run here stay out of that, so operator restarts are instant and the servers survive them.
-    """
-
-    def __init__(self, name: str = "servers") -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._stack = contextlib.AsyncExitStack()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=timeout_s)
-
-    def enter(self, context: AbstractAsyncContextManager[T]) -> T:
-        """Enter an async context manager in the thread's loop; it exits when the thread stops."""
-        return self.run(self._stack.enter_async_context(context))
-
-    def __enter__(self) -> LoopThread:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.run(self._stack.aclose())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=30)
-        self.loop.close()
-
-
 @pytest_asyncio.fixture()
 async def cluster() -> AsyncIterator[Cluster]:
     with LoopThread("kmock") as thread:
-        api = thread.enter(ApiServerEmulator())
-        server = thread.enter(kmock.Server(api))
-        declare_resources(api)
-        kube = Kube.connect(server=str(server.url), patch_strategy="merge")
+        api, url = api_double(thread)
+        kube = Kube.connect(server=url, patch_strategy="merge")
         try:
-            yield Cluster(api=api, url=str(server.url), kube=kube)
+            yield Cluster(api=api, url=url, kube=kube)
         finally:
             await kube.close()
 

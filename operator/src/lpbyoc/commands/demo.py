@@ -75,11 +75,13 @@ class LoopThread:
         self.loop.close()
 
 
-def api_double(thread: LoopThread) -> str:
-    """Start kmock in `thread` with the bundled resources and LivepeerCapability; return its URL."""
+def api_double(thread: LoopThread) -> tuple[Any, str]:
+    """Start kmock in `thread` with the bundled resources and LivepeerCapability declared.
+
+    Returns the emulator (its `requests` and `objects` are there to inspect) and its URL."""
     import kmock  # the API double is a development dependency, needed only here
 
-    class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    class ApiServerEmulator(kmock.KubernetesEmulator):
         """Stamps uid/resourceVersion/generation/creationTimestamp on creation, as a real API
         server does (kopf keys its indexes by uid)."""
 
@@ -95,13 +97,13 @@ def api_double(thread: LoopThread) -> str:
     api = thread.enter(ApiServerEmulator())
     server = thread.enter(kmock.Server(api))
     api.resources.load_bundled()
-    api.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = {
+    api.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = {  # type: ignore[assignment]
         "kind": KIND,
         "namespaced": True,
         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
         "subresources": ["status", "scale"],
     }
-    return str(server.url).rstrip("/")
+    return api, str(server.url).rstrip("/")
 
 
 class DemoPeers:
@@ -264,7 +266,7 @@ async def drive(api_url: str, peers: DemoPeers, peers_url: str, peers_port: int,
                         seen_children.add(key)
                         say(f"operator created {key}")
             status = ((await kube.get(API_VERSION, KIND, name, NAMESPACE)) or {}).get("status") or {}
-            ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
+            ready: dict[str, Any] = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
             current = (str(status.get("phase", "")), str(status.get("progress", "")))
             if current != last and current[0]:
                 detail = f" {current[1]}" if current[1] else ""
@@ -298,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, quiet=not args.verbose)
     peers = DemoPeers()
     with LoopThread("api-double") as thread:
-        api_url = api_double(thread)
+        _, api_url = api_double(thread)
         peers_url, peers_port, runner = thread.run(peers.start())
         say(f"API double on {api_url}; stand-in orchestrator and prefetch progress on {peers_url}")
         try:
