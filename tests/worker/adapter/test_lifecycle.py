@@ -23,7 +23,9 @@ from .harness import MODEL_ID, AdapterFactory, RunningAdapter
 
 def png_bytes(size: int = 8) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+        buf, "PNG"
+    )
     return buf.getvalue()
 
 
@@ -45,7 +47,9 @@ async def wait_status(http: aiohttp.ClientSession, url: str, status: int, within
 
 
 async def post_png(http: aiohttp.ClientSession, running: RunningAdapter) -> tuple[int, dict]:
-    async with http.post(f"{running.url}/v1/infer", data=png_bytes(), headers={"Content-Type": "image/png"}) as r:
+    async with http.post(
+        f"{running.url}/v1/infer", data=png_bytes(), headers={"Content-Type": "image/png"}
+    ) as r:
         return r.status, await r.json()
 
 
@@ -108,7 +112,9 @@ async def test_drain_finishes_in_flight_and_refuses_new(
     await asyncio.sleep(0.05)
     status, body = await get_status(http, f"{running.url}/ready")
     assert status == 503 and body["detail"]["msg"] == "The adapter is shutting down."
-    async with http.post(f"{running.url}/v1/infer", data=png_bytes(), headers={"Content-Type": "image/png"}) as r:
+    async with http.post(
+        f"{running.url}/v1/infer", data=png_bytes(), headers={"Content-Type": "image/png"}
+    ) as r:
         assert r.status == 503 and r.headers["Retry-After"] == "1"
         assert (await r.json())["detail"]["msg"] == "The worker is shutting down."
     assert not drain.done()
@@ -117,7 +123,9 @@ async def test_drain_finishes_in_flight_and_refuses_new(
     assert await asyncio.wait_for(drain, 5) is True
 
 
-async def test_drain_gives_up_at_the_deadline(start_adapter: AdapterFactory, http: aiohttp.ClientSession) -> None:
+async def test_drain_gives_up_at_the_deadline(
+    start_adapter: AdapterFactory, http: aiohttp.ClientSession
+) -> None:
     running = await start_adapter(gated=True, drain_seconds=0.2)
     await running.wait_ready()
     stuck = asyncio.create_task(post_png(http, running))
@@ -134,14 +142,33 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-async def test_sigterm_drains_then_exits_zero(triton_server: RunningTriton, http: aiohttp.ClientSession) -> None:
+async def test_sigterm_drains_then_exits_zero(
+    triton_server: RunningTriton, http: aiohttp.ClientSession
+) -> None:
     """`lpbyoc-worker serve` as the pod runs it; the in-flight request is held by uploading its body slowly."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lpbyoc_worker.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--triton-grpc", triton_server.grpc_url, "--model-name", triton_server.model_name,
-        "--model-id", MODEL_ID, "--capacity", "2", "--drain-seconds", "20", "--ready-poll-seconds", "0.1",
+        sys.executable,
+        "-m",
+        "lpbyoc_worker.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--triton-grpc",
+        triton_server.grpc_url,
+        "--model-name",
+        triton_server.model_name,
+        "--model-id",
+        MODEL_ID,
+        "--capacity",
+        "2",
+        "--drain-seconds",
+        "20",
+        "--ready-poll-seconds",
+        "0.1",
         env={**os.environ, "AUTH_TOKEN": ""},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -159,7 +186,9 @@ async def test_sigterm_drains_then_exits_zero(triton_server: RunningTriton, http
             yield body[len(body) // 2 :]
 
         async def slow_request() -> int:
-            async with http.post(f"{url}/v1/infer", data=slow_body(), headers={"Content-Type": "image/png"}) as r:
+            async with http.post(
+                f"{url}/v1/infer", data=slow_body(), headers={"Content-Type": "image/png"}
+            ) as r:
                 await r.read()
                 return r.status
 

@@ -72,11 +72,25 @@ class TrickleServer:
             channel.closed = True
             channel.changed.notify_all()
 
-    def completed_segments(self, name: str) -> list[bytes]:
+    async def wait_for_reader(self, name: str) -> None:
         channel = self.channels[name]
-        return [
-            channel.segments[seq].data() for seq in sorted(channel.segments) if channel.segments[seq].complete
-        ]
+        async with channel.changed:
+            await asyncio.wait_for(channel.changed.wait_for(lambda: channel.pending_reads > 0), 30)
+
+    async def wait_for_complete(self, name: str, seq: int) -> None:
+        channel = self.channels[name]
+
+        def complete() -> bool:
+            segment = channel.segments.get(seq)
+            return segment is not None and segment.complete
+
+        async with channel.changed:
+            await asyncio.wait_for(channel.changed.wait_for(complete), 30)
+
+    def segment_data(self, name: str) -> list[bytes]:
+        """Every segment's bytes so far, in order (the last one may still be growing)."""
+        channel = self.channels[name]
+        return [channel.segments[seq].data() for seq in sorted(channel.segments)]
 
     async def _publish(self, request: web.Request) -> web.Response:
         channel = self.channels.get(request.match_info["name"])
@@ -107,8 +121,10 @@ class TrickleServer:
             seq = max(channel.segments, default=0)
         elif seq < 0:
             seq = channel.next_seq
-        channel.pending_reads += 1
         try:
+            async with channel.changed:
+                channel.pending_reads += 1
+                channel.changed.notify_all()
             async with channel.changed:
                 await channel.changed.wait_for(lambda: seq in channel.segments or channel.closed)
                 segment = channel.segments.get(seq)
