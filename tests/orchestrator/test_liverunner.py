@@ -143,6 +143,13 @@ def test_config_from_env_uses_the_pod_ip() -> None:
     assert "orch_secret" not in repr(cfg)
     with pytest.raises(ValueError, match="POD_IP"):
         LiveRunnerConfig.from_env({"LIVE_RUNNER_ORCHESTRATOR_URL": "x", "LIVE_RUNNER_ORCH_SECRET": "s", "LIVE_RUNNER_APP": "a"})
+    # The operator's adapter env (ORCH_URL, ORCH_SECRET, POD_IP) plus the adapter's own flags.
+    adapter = LiveRunnerConfig.from_env(
+        {"ORCH_URL": "https://orch:8935", "ORCH_SECRET": "s", "POD_IP": "10.0.0.5"}, app="restyle", capacity=2, port=9000
+    )
+    assert (adapter.runner_url, adapter.app, adapter.capacity) == ("http://10.0.0.5:9000", "restyle", 2)
+    with pytest.raises(ValueError, match="ORCH_SECRET"):
+        LiveRunnerConfig.from_env({"ORCH_URL": "https://orch:8935", "POD_IP": "10.0.0.5"}, app="restyle")
 
 
 @pytest.mark.parametrize(("value", "seconds"), [("5s", 5.0), ("1m30s", 90.0), ("250ms", 0.25), (7, 7.0), ("bogus", 5.0), (None, 5.0)])

@@ -98,31 +98,27 @@ class LiveRunnerConfig:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> LiveRunnerConfig:
-        """Read `LIVE_RUNNER_*` variables (the operator sets them on the adapter container).
+        """Build from `LIVE_RUNNER_*` variables (`ORCH_URL`/`ORCH_SECRET` also accepted, the names
+        the operator and pytrickle use); keyword overrides (e.g. from the adapter's own
+        `--capability`, `--capacity`, `--port`) win.
 
         `runner_url` defaults to `http://$POD_IP:$LIVE_RUNNER_PORT`: the pod's own address, so
         each replica is its own runner.
         """
         env = dict(os.environ if environ is None else environ)
-        missing = [k for k in ("LIVE_RUNNER_ORCHESTRATOR_URL", "LIVE_RUNNER_ORCH_SECRET", "LIVE_RUNNER_APP") if not env.get(k)]
         pod_ip = env.get("POD_IP", "")
-        runner_url = env.get("LIVE_RUNNER_URL") or (
-            f"http://{pod_ip}:{env.get('LIVE_RUNNER_PORT', '8000')}" if pod_ip else ""
-        )
-        if not runner_url and "runner_url" not in overrides:
-            missing.append("POD_IP (or LIVE_RUNNER_URL)")
-        if missing:
-            raise ValueError(f"live runner registration needs {', '.join(missing)}")
-        gpu = None
+        port = overrides.pop("port", None) or env.get("LIVE_RUNNER_PORT", "8000")
+        host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+        gpu: dict[str, Any] | None = None
         if env.get("LIVE_RUNNER_GPU_NAME") or env.get("LIVE_RUNNER_GPU_ID"):
             gpu = {"id": env.get("LIVE_RUNNER_GPU_ID", "0"), "name": env.get("LIVE_RUNNER_GPU_NAME", "")}
             if env.get("LIVE_RUNNER_GPU_VRAM_MB"):
                 gpu["vram_mb"] = int(env["LIVE_RUNNER_GPU_VRAM_MB"])
         values: dict[str, Any] = {
-            "orchestrator_url": env["LIVE_RUNNER_ORCHESTRATOR_URL"].rstrip("/"),
-            "orch_secret": env["LIVE_RUNNER_ORCH_SECRET"].strip(),
-            "runner_url": runner_url,
-            "app": env["LIVE_RUNNER_APP"],
+            "orchestrator_url": (env.get("LIVE_RUNNER_ORCHESTRATOR_URL") or env.get("ORCH_URL") or "").rstrip("/"),
+            "orch_secret": (env.get("LIVE_RUNNER_ORCH_SECRET") or env.get("ORCH_SECRET") or "").strip(),
+            "runner_url": env.get("LIVE_RUNNER_URL") or (f"http://{host}:{port}" if pod_ip else ""),
+            "app": env.get("LIVE_RUNNER_APP", ""),
             "capacity": int(env.get("LIVE_RUNNER_CAPACITY", "1")),
             "mode": env.get("LIVE_RUNNER_MODE", "persistent"),
             "version": env.get("LIVE_RUNNER_VERSION", ""),
@@ -134,6 +130,17 @@ class LiveRunnerConfig:
             "insecure_skip_verify": env.get("LIVE_RUNNER_INSECURE_SKIP_VERIFY", "").lower() in ("1", "true", "yes"),
         }
         values.update(overrides)
+        required = {
+            "orchestrator_url": "LIVE_RUNNER_ORCHESTRATOR_URL (or ORCH_URL)",
+            "orch_secret": "LIVE_RUNNER_ORCH_SECRET (or ORCH_SECRET)",
+            "runner_url": "POD_IP (or LIVE_RUNNER_URL)",
+            "app": "LIVE_RUNNER_APP (or the capability name)",
+        }
+        missing = [what for key, what in required.items() if not values.get(key)]
+        if missing:
+            raise ValueError(f"live runner registration needs {', '.join(missing)}")
+        if int(values["capacity"]) < 0:
+            raise ValueError("live runner capacity must be >= 0")
         return cls(**values)
 
 
