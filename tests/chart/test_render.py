@@ -11,6 +11,7 @@ from typing import Any
 import helm_python
 import kubernetes_validate
 import pytest
+from lpbyoc.orchestrator import aimodels
 from lpbyoc.settings import OperatorSettings
 
 from tests.chart.rendering import (
@@ -215,8 +216,17 @@ def test_orchestrator_mounts_the_operators_aimodels_configmap_and_secret() -> No
     orch = one(objects, "Deployment", "orchestrator")
     pod = orch["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["aimodels"]["configMap"]["name"] == "lpbyoc-aimodels-orchestrator"
-    assert volumes["aimodels"]["configMap"]["items"] == [{"key": "aiModels.json", "path": "aiModels.json"}]
+    # The operator writes a ConfigMap, or a Secret when an entry carries a worker token.
+    file_objects = [
+        aimodels.file_object(NAMESPACE, "orchestrator", "[]", secret=secret) for secret in (False, True)
+    ]
+    sources = {kind: src[kind] for src in volumes["aimodels"]["projected"]["sources"] for kind in src}
+    assert sorted(sources) == ["configMap", "secret"]
+    for obj in file_objects:
+        source = sources["configMap" if obj["kind"] == "ConfigMap" else "secret"]
+        assert source["name"] == obj["metadata"]["name"] and source["optional"] is True
+        data = obj.get("data") or obj.get("stringData") or {}
+        assert source["items"] == [{"key": key, "path": "aiModels.json"} for key in data]
     assert volumes["orch-secret"]["secret"]["secretName"] == "orch-secret"
     ctr = container(orch, "livepeer")
     mounts = {m["name"]: m["mountPath"] for m in ctr["volumeMounts"]}
