@@ -259,6 +259,10 @@ def test_orchestrator_without_aimodels_needs_no_configmap() -> None:
             'orchestrator.ethUrl is required for network "arbitrum-one-mainnet"',
         ),
         ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
+        (
+            merge(ORCHESTRATOR, {"watch": {"namespaces": ["team-a"]}}),
+            'orchestrator.enabled needs the release namespace "lpbyoc" in watch.namespaces',
+        ),
     ],
 )
 def test_incomplete_values_fail_with_the_missing_key(override: dict[str, Any], message: str) -> None:
