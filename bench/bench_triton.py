@@ -2,7 +2,7 @@
 
 Starts a real tritonserver (the nvidia-pytriton wheel here, or whatever `locate_triton` finds) on
 loopback with the generated model repository, then for each frame size runs the in-process module,
-the gRPC client and the HTTP client in rotating order (interleaved, so drift hits all alike) and
+the gRPC client (plain, and with system shared memory for the tensors) and the HTTP client in rotating order (interleaved, so drift hits all alike) and
 prints p50/p90 and the ratio of each transport's p50 to the in-process p50.
 
     .venv/bin/python bench/bench_triton.py [--quick] [--device cpu|cuda] [--sizes 64 256 512]
@@ -58,11 +58,13 @@ async def run(args: argparse.Namespace, triton_grpc: str, triton_http: str, torc
             out = module(torch.from_numpy(frame).to(device))
             out.cpu().numpy()  # same work as Triton's backend: result back in host memory
 
-    grpc = TritonInference(triton_grpc, protocol="grpc")
+    grpc = TritonInference(triton_grpc, protocol="grpc", shared_memory=False)
+    grpc_shm = TritonInference(triton_grpc, protocol="grpc", shared_memory=True)
     http = TritonInference(triton_http, protocol="http")
     runners: dict[str, Callable[[np.ndarray], Awaitable[None]]] = {
         "in-process": in_process,
         "triton-grpc": grpc.infer,
+        "grpc+shm": grpc_shm.infer,
     }
     if not args.no_http:
         runners["triton-http"] = http.infer
@@ -82,6 +84,7 @@ async def run(args: argparse.Namespace, triton_grpc: str, triton_http: str, torc
                 )
     finally:
         await grpc.close()
+        await grpc_shm.close()
         await http.close()
 
 

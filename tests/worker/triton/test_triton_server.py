@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+from lpbyoc_worker import inference
 from lpbyoc_worker.inference import (
     InferenceFailed,
     InvalidInput,
     TritonInference,
     TritonUnavailable,
 )
+from lpbyoc_worker.tritonproc.launcher import _shared_memory_files
 
 from tests.support.triton import DEFAULT_SERVING, RunningTriton, free_ports, run_model_repo
 
@@ -54,12 +56,16 @@ def test_server_serves_the_generated_config(admin: grpcclient.InferenceServerCli
 @pytest.mark.parametrize(
     ("batch", "height", "width"), [(1, 64, 64), (1, 256, 256), (1, 512, 512), (4, 37, 53)]
 )
+@pytest.mark.parametrize("shared_memory", [True, False], ids=["shm", "plain"])
 async def test_inference_matches_the_torchscript_module(
-    triton_server: RunningTriton, batch: int, height: int, width: int
+    triton_server: RunningTriton, batch: int, height: int, width: int, shared_memory: bool
 ) -> None:
     x = frames(batch, height, width, seed=height)
-    async with TritonInference(triton_server.grpc_url, triton_server.model_name) as client:
+    async with TritonInference(
+        triton_server.grpc_url, triton_server.model_name, shared_memory=shared_memory
+    ) as client:
         y = await client.infer(x)
+        assert client.transport == ("grpc+shm" if shared_memory else "grpc")
     assert y.shape == (batch, 3, height, width)
     np.testing.assert_allclose(y, reference(triton_server, x), rtol=1e-5, atol=1e-6)
 
@@ -78,6 +84,67 @@ async def test_concurrent_requests_of_mixed_sizes_are_batched_correctly(triton_s
         outputs = await asyncio.gather(*(client.infer(x) for x in inputs))
     for x, y in zip(inputs, outputs, strict=True):
         np.testing.assert_allclose(y, reference(triton_server, x), rtol=1e-5, atol=1e-6)
+
+
+def registered(admin: grpcclient.InferenceServerClient) -> set[str]:
+    return set(admin.get_system_shared_memory_status(as_json=True).get("regions", {}))
+
+
+async def test_shared_memory_regions_are_registered_reused_and_released(
+    triton_server: RunningTriton, admin: grpcclient.InferenceServerClient
+) -> None:
+    x = frames(1, 64, 64)
+    async with TritonInference(triton_server.grpc_url) as client:
+        for _ in range(3):
+            np.testing.assert_allclose(
+                await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6
+            )
+        ours = set(client.shared_memory_regions)
+        assert len(ours) == 2, "one input and one output region, reused by sequential requests"
+        assert ours <= registered(admin)
+    assert not ours & registered(admin), "close() unregisters"
+
+
+async def test_forgotten_registrations_fall_back_then_register_again(
+    triton_server: RunningTriton, admin: grpcclient.InferenceServerClient
+) -> None:
+    """What a Triton restart between two requests looks like to the client."""
+    x = frames(1, 48, 48)
+    async with TritonInference(triton_server.grpc_url) as client:
+        await client.infer(x)
+        for name in client.shared_memory_regions:
+            admin.unregister_system_shared_memory(name)
+        np.testing.assert_allclose(await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6)
+        assert client.transport == "grpc+shm"
+        assert set(client.shared_memory_regions) <= registered(admin)
+
+
+async def test_output_larger_than_its_region_is_answered_and_the_region_grows(
+    triton_server: RunningTriton, admin: grpcclient.InferenceServerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inference, "OUTPUT_REGION_FACTOR", 0)  # output regions get the 1 MiB minimum
+    x = frames(1, 512, 512)  # 3 MiB out
+    async with TritonInference(triton_server.grpc_url) as client:
+        np.testing.assert_allclose(await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6)
+        assert client.transport == "grpc+shm"
+        sizes = admin.get_system_shared_memory_status(as_json=True)["regions"]
+        outputs = [int(sizes[n]["byte_size"]) for n in client.shared_memory_regions if n.endswith("-out")]
+        assert outputs and all(size >= x.nbytes for size in outputs)
+
+
+async def test_triton_that_cannot_open_our_shared_memory_gets_plain_grpc(
+    triton_server: RunningTriton, admin: grpcclient.InferenceServerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when /dev/shm is not shared between the adapter's and Triton's containers."""
+    monkeypatch.setattr(inference._Region, "key", property(lambda region: f"/{region.name}-elsewhere"))
+    x = frames(2, 32, 32)
+    async with TritonInference(triton_server.grpc_url) as client:
+        np.testing.assert_allclose(await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6)
+        assert client.transport == "grpc"
+        np.testing.assert_allclose(await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6)
+        assert not set(client.shared_memory_regions) & registered(admin)
 
 
 async def test_uint8_input_is_widened_and_lossy_conversions_refused(triton_server: RunningTriton) -> None:
@@ -208,7 +275,10 @@ async def test_triton_killed_then_restarted(triton_server: RunningTriton) -> Non
     x = frames(1, 32, 32)
     async with TritonInference(triton_server.grpc_url, timeout_s=5) as client:
         assert await client.is_model_ready() is True
+        backend_regions = _shared_memory_files(triton_server.server.pid or 0)
+        assert backend_regions, "the python backend talks to its stub through /dev/shm"
         triton_server.kill()
+        assert not any(path.exists() for path in backend_regions), "a killed server's regions are cleaned up"
         try:
             assert await client.is_model_ready() is False
             with pytest.raises(TritonUnavailable):

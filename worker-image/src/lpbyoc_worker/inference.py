@@ -9,6 +9,12 @@ two runs):
     512²      15 / 18 ms       129 / 137 ms
 `protocol="http"` remains available for comparison.
 
+System shared memory (gRPC carries only the request, tensors go through /dev/shm) measured on the
+same machine, 120 interleaved calls: 64² 0.82 → 0.80 ms, 256² 2.27 → 1.46 ms, 512² 14.6 → 10.7 ms.
+It is on by default and needs /dev/shm shared by the adapter and Triton (in the pod: one memory
+emptyDir mounted at /dev/shm in both containers); when Triton cannot open the regions, or keeps
+failing with them, the client falls back to plain gRPC.
+
 Errors callers can act on:
 - `TritonUnavailable`: cannot reach Triton, or the model is not loaded/ready (→ 503, retry later);
 - `InvalidInput`: the tensor does not fit the model's config (→ 400), checked before sending;
@@ -18,8 +24,14 @@ Errors callers can act on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from types import TracebackType
 from typing import Any, Literal
 
@@ -27,6 +39,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 
 Protocol = Literal["grpc", "http"]
+log = logging.getLogger(__name__)
 
 
 # Triton is on loopback: reconnect quickly once it is back (gRPC's default backoff grows to 120 s;
@@ -138,6 +151,96 @@ def _map_error(exc: InferenceServerException) -> TritonError:
     return InferenceFailed(message)
 
 
+# Output regions are this many times the input's size: tmpfs pages cost memory only once written,
+# and a model may return more bytes than it took (upscalers, uint8 in / fp32 out).
+OUTPUT_REGION_FACTOR = 4
+MIN_REGION_BYTES = 1 << 20
+SHM_FAILURES_BEFORE_GIVING_UP = 3
+
+
+class _Region:
+    """One POSIX shared memory object, known to Triton as `name`."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.memory = shared_memory.SharedMemory(name=name, create=True, size=size)
+        self.size = size
+
+    @property
+    def key(self) -> str:
+        return f"/{self.memory.name}"
+
+    def write(self, array: np.ndarray) -> None:
+        np.ndarray(array.shape, array.dtype, buffer=self.memory.buf)[...] = array
+
+    def read(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+        # Copied out: the region is reused by the next request as soon as this one returns.
+        return np.ndarray(shape, dtype, buffer=self.memory.buf).copy()
+
+    def destroy(self) -> None:
+        self.memory.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.memory.unlink()
+
+
+@dataclass
+class _Slot:
+    """An input and an output region for one in-flight request."""
+
+    input: _Region
+    output: _Region
+    registered_generation: int = -1
+
+
+class _SharedMemoryRegions:
+    """Per-request input/output regions registered with Triton, reused across requests.
+
+    `generation` moves on whenever Triton was unreachable: a restarted Triton has forgotten every
+    registration, so slots registered in an older generation register again before use.
+    """
+
+    def __init__(self) -> None:
+        self.prefix = f"lpbyoc-{os.getpid()}-{id(self):x}"
+        self.enabled = True
+        self.generation = 0
+        self.failures = 0
+        self.output_factor = OUTPUT_REGION_FACTOR
+        self._counter = itertools.count()
+        self._free: list[_Slot] = []
+        self._all: list[_Slot] = []
+
+    def take(self, input_bytes: int) -> tuple[_Slot, _Slot | None]:
+        """A slot with room for `input_bytes`; and the slot it replaces (to unregister), if any."""
+        slot = self._free.pop() if self._free else None
+        output_bytes = max(input_bytes * self.output_factor, MIN_REGION_BYTES)
+        if slot is not None and slot.input.size >= input_bytes and slot.output.size >= output_bytes:
+            return slot, None
+        index = next(self._counter)
+        size = max(input_bytes, MIN_REGION_BYTES)
+        fresh = _Slot(
+            input=_Region(f"{self.prefix}-{index}-in", size),
+            output=_Region(f"{self.prefix}-{index}-out", output_bytes),
+        )
+        self._all.append(fresh)
+        if slot is not None:
+            self._all.remove(slot)
+        return fresh, slot
+
+    def give_back(self, slot: _Slot) -> None:
+        self._free.append(slot)
+
+    def slots(self) -> list[_Slot]:
+        return list(self._all)
+
+    def forget(self, slot: _Slot) -> None:
+        if slot in self._all:
+            self._all.remove(slot)
+        if slot in self._free:
+            self._free.remove(slot)
+        slot.input.destroy()
+        slot.output.destroy()
+
+
 class TritonInference:
     """One model on one Triton server. Create inside the event loop that uses it (gRPC channels bind to it)."""
 
@@ -148,6 +251,7 @@ class TritonInference:
         *,
         protocol: Protocol = "grpc",
         timeout_s: float = 30.0,
+        shared_memory: bool = True,
     ) -> None:
         self.url = url.removeprefix("http://") if protocol == "http" else url
         self.model_name = model_name
@@ -155,6 +259,22 @@ class TritonInference:
         self.timeout_s = timeout_s
         self._client: Any = None
         self._signature: ModelSignature | None = None
+        # Shared memory only with gRPC, and only for one-input one-output models (see _infer_shm).
+        self._shm = _SharedMemoryRegions() if shared_memory and protocol == "grpc" else None
+
+    @property
+    def transport(self) -> str:
+        """What the next request uses: "grpc+shm", "grpc" or "http" (shared memory may switch off)."""
+        if self._shm is not None and self._shm.enabled:
+            return "grpc+shm"
+        return self.protocol
+
+    @property
+    def shared_memory_regions(self) -> list[str]:
+        """Names of the regions this client created (registered with Triton unless it restarted)."""
+        if self._shm is None:
+            return []
+        return [region.name for slot in self._shm.slots() for region in (slot.input, slot.output)]
 
     def _get_client(self) -> Any:
         if self._client is None:
@@ -183,21 +303,27 @@ class TritonInference:
         except InferenceServerException as exc:
             error = _map_error(exc)
             if isinstance(error, TritonUnavailable):
-                self._signature = None
+                self._lost_triton()
             raise error from None
         except (TimeoutError, OSError) as exc:
-            self._signature = None
+            self._lost_triton()
             raise TritonUnavailable(
                 f"Triton at {self.url} unreachable: {type(exc).__name__}: {exc}"
             ) from None
         except Exception as exc:
             # aiohttp's connection errors (http.aio) are not OSError subclasses in every case.
             if type(exc).__module__.startswith("aiohttp"):
-                self._signature = None
+                self._lost_triton()
                 raise TritonUnavailable(
                     f"Triton at {self.url} unreachable: {type(exc).__name__}: {exc}"
                 ) from None
             raise
+
+    def _lost_triton(self) -> None:
+        # Whatever Triton comes back may have another config and has forgotten our registrations.
+        self._signature = None
+        if self._shm is not None:
+            self._shm.generation += 1
 
     async def signature(self) -> ModelSignature:
         """Input/output names, dtypes and dims from Triton's model config (cached until Triton goes away)."""
@@ -226,10 +352,15 @@ class TritonInference:
             raise InvalidInput(
                 f"model {self.model_name} takes inputs {sorted(expected)}, got {sorted(inputs)}"
             )
+        arrays = {info.name: signature.check_input(info, inputs[info.name]) for info in signature.inputs}
+        if self._shm is not None and self._shm.enabled and len(arrays) == 1 and len(signature.outputs) == 1:
+            outputs = await self._infer_shm(signature, self._shm, arrays)
+            if outputs is not None:
+                return outputs
         module = self._module()
         wire_inputs = []
         for info in signature.inputs:
-            array = signature.check_input(info, inputs[info.name])
+            array = arrays[info.name]
             wire = module.InferInput(info.name, list(array.shape), np_to_triton_dtype(array.dtype))
             wire.set_data_from_numpy(array)
             wire_inputs.append(wire)
@@ -244,6 +375,76 @@ class TritonInference:
                 raise InferenceFailed(f"Triton returned no {info.name} output")
             outputs[info.name] = value
         return outputs
+
+    async def _infer_shm(
+        self, signature: ModelSignature, regions: _SharedMemoryRegions, arrays: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray] | None:
+        """One request through shared memory; None when it could not be done that way (use plain gRPC)."""
+        import tritonclient.grpc.aio as grpc_aio
+
+        client = self._get_client()
+        (name, array), output_name = next(iter(arrays.items())), signature.outputs[0].name
+        slot, replaced = regions.take(array.nbytes)
+        try:
+            if replaced is not None:
+                await self._unregister(replaced)
+                regions.forget(replaced)
+            if slot.registered_generation != regions.generation and not await self._register(slot, regions):
+                return None
+            slot.input.write(array)
+            wire = grpc_aio.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            wire.set_shared_memory(slot.input.name, array.nbytes)
+            requested = grpc_aio.InferRequestedOutput(output_name)
+            requested.set_shared_memory(slot.output.name, slot.output.size)
+            try:
+                result = await self._call(client.infer(self.model_name, [wire], outputs=[requested]))
+            except (InvalidInput, InferenceFailed) as exc:
+                if "shared memory" not in str(exc).lower():
+                    raise
+                self._shm_failed(regions, slot, str(exc), array.nbytes)
+                return None
+            meta = result.get_output(output_name)
+            if meta is None:
+                raise InferenceFailed(f"Triton returned no {output_name} output")
+            shape = tuple(int(d) for d in meta.shape)
+            regions.failures = 0
+            return {output_name: slot.output.read(shape, np.dtype(triton_to_np_dtype(meta.datatype)))}
+        finally:
+            regions.give_back(slot)
+
+    async def _register(self, slot: _Slot, regions: _SharedMemoryRegions) -> bool:
+        client = self._get_client()
+        for region in (slot.input, slot.output):
+            # A name from an earlier generation may still be registered (Triton did not restart).
+            try:
+                await self._call(client.unregister_system_shared_memory(region.name))
+                await self._call(client.register_system_shared_memory(region.name, region.key, region.size))
+            except (InvalidInput, InferenceFailed) as exc:
+                # Triton cannot open our /dev/shm (not shared with its container): plain gRPC from now on.
+                regions.enabled = False
+                log.warning("Triton shared memory unavailable, using plain gRPC: %s", exc)
+                return False
+        slot.registered_generation = regions.generation
+        return True
+
+    async def _unregister(self, slot: _Slot) -> None:
+        client = self._get_client()
+        for region in (slot.input, slot.output):
+            with contextlib.suppress(TritonError):
+                await self._call(client.unregister_system_shared_memory(region.name))
+
+    def _shm_failed(self, regions: _SharedMemoryRegions, slot: _Slot, message: str, input_bytes: int) -> None:
+        slot.registered_generation = -1  # e.g. a restarted Triton that no longer knows the region
+        too_small = re.search(r"should be at least (\d+) bytes", message)
+        if too_small:
+            # The output outgrew its region: size the next regions for it (this request goes plain).
+            needed_factor = -(-int(too_small.group(1)) // max(input_bytes, 1))
+            regions.output_factor = min(max(regions.output_factor, needed_factor + 1), 1024)
+            return
+        regions.failures += 1
+        if regions.failures >= SHM_FAILURES_BEFORE_GIVING_UP:
+            regions.enabled = False
+            log.warning("Triton shared memory keeps failing, using plain gRPC: %s", message)
 
     async def infer(self, batch: np.ndarray) -> np.ndarray:
         """Single-input, single-output models: the batch in, the first output out."""
@@ -263,6 +464,11 @@ class TritonInference:
         return output
 
     async def close(self) -> None:
+        if self._shm is not None:
+            for slot in self._shm.slots():
+                if self._client is not None and slot.registered_generation == self._shm.generation:
+                    await self._unregister(slot)
+                self._shm.forget(slot)
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()

@@ -45,6 +45,24 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _shared_memory_files(pid: int) -> list[Path]:
+    """The /dev/shm files the server has mapped: its python backend's regions, which a killed server leaves behind."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return []
+    # Only the backend's own regions: clients' registered regions are mapped too, and are theirs.
+    prefix = "/dev/shm/triton_python_backend_shm_region_"
+    paths = {line.split(maxsplit=5)[5] for line in maps.splitlines() if f" {prefix}" in line}
+    return sorted(Path(p) for p in paths if p.startswith(prefix) and not p.endswith(" (deleted)"))
+
+
+def _remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 class TritonServer:
     """One tritonserver child process; `start()` may be called again after `stop()`/`kill()`."""
 
@@ -136,13 +154,15 @@ class TritonServer:
         if process is None:
             return None
         if process.poll() is None:
+            regions = _shared_memory_files(process.pid)
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10.0)
-        _kill_group(process.pid)
+            _kill_group(process.pid)
+            _remove_files(regions)
         return process.returncode
 
     def kill(self) -> int | None:
@@ -150,8 +170,10 @@ class TritonServer:
         process = self._process
         if process is None:
             return None
+        regions = _shared_memory_files(process.pid)
         _kill_group(process.pid)
         process.wait(10.0)
+        _remove_files(regions)
         return process.returncode
 
     def close(self) -> None:
