@@ -176,6 +176,37 @@ async def test_worker_gone_unregisters(secrets: Any, kube: Kube, orch: Orchestra
     assert result.reason == "WaitingForWorker" and "restyle" not in orch.capabilities
 
 
+async def test_leaving_byoc_mode_unregisters_and_stops_the_cadence(secrets: Any, kube: Kube,
+                                                                   orch: OrchestratorDouble) -> None:
+    from lpbyoc.orchestrator import Orchestration
+
+    orchestration = Orchestration(registrar=ByocRegistrar(reregister_s=0.3))
+    try:
+        body = byoc_body(orch.url)
+        assert (await orchestration.sync(view_of(body, ready=1), kube)).status == "True"
+        live = byoc_body(orch.url)
+        live["spec"]["capability"]["integration"] = "liveRunner"
+        await orchestration.sync(view_of(live, pod_ips=()), kube)
+        assert orch.unregistered == ["restyle"] and "restyle" not in orch.capabilities
+        await asyncio.sleep(0.8)
+        assert "restyle" not in orch.capabilities  # no stale re-registration
+    finally:
+        await orchestration.close()
+
+
+async def test_unowned_state_is_forgotten(secrets: Any, kube: Kube, orch: OrchestratorDouble) -> None:
+    registrar = ByocRegistrar(reregister_s=0.2, forget_after_s=0.5)
+    try:
+        await registrar.sync(view_of(byoc_body(orch.url), ready=1), kube)
+        await asyncio.sleep(1.0)  # no reconcile calls sync any more
+        assert registrar.condition("ml/restyle") is None
+        calls = orch.register_calls
+        await asyncio.sleep(0.5)
+        assert orch.register_calls == calls
+    finally:
+        await registrar.close()
+
+
 def test_body_is_what_go_livepeer_unmarshals() -> None:
     body = registration_body(view_of(byoc_body("http://o:8935"), ready=2), token=None)
     assert set(body) == {"name", "description", "url", "capacity", "price_per_unit", "price_scaling", "currency"}

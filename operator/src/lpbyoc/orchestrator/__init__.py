@@ -39,6 +39,8 @@ class Orchestration:
 
     async def sync(self, view: CapabilityView, kube: Kube) -> ConditionResult:
         integration = view.spec.capability.integration
+        if integration != "byoc":
+            await self.registrar.release(view.key, kube)  # it was byoc before: unregister that
         if integration == "aiModels":
             self.writer.kube = kube
             # No waiting for the write here: the reconcile of a burst must not serialise on the

@@ -83,6 +83,7 @@ class _State:
     inputs: str = ""  # what the last attempt was made from; a change skips the backoff
     condition: ConditionResult = field(default_factory=lambda: ConditionResult("Unknown", "Pending"))
     view: CapabilityView | None = None
+    synced_at: float = 0.0  # when the reconcile last called sync for it
 
 
 class SecretMissing(Exception):
@@ -113,8 +114,10 @@ class ByocRegistrar:
         reregister_s: float = DEFAULT_REREGISTER_S,
         backoff: Backoff | None = None,
         timeout_s: float = http.DEFAULT_TIMEOUT_S,
+        forget_after_s: float = 1800.0,
     ) -> None:
         self.reregister_s = reregister_s
+        self.forget_after_s = forget_after_s
         self.backoff = backoff or Backoff(initial_s=1.0, max_s=60.0)
         self.timeout_s = timeout_s
         self.attempts = 0  # register calls sent, for tests and the benchmark
@@ -144,6 +147,7 @@ class ByocRegistrar:
         async with lock:
             state = self._states.setdefault(view.key, _State())
             state.view = view
+            state.synced_at = time.monotonic()
             return await self._sync_locked(view, kube, state, time.monotonic())
 
     async def _sync_locked(self, view: CapabilityView, kube: Kube, state: _State, now: float) -> ConditionResult:
@@ -234,6 +238,16 @@ class ByocRegistrar:
             await self._post_unregister(client, url, secret, name)
         logger.info("byoc %s unregistered from %s", view.key, url)
 
+    async def release(self, key: str, kube: Kube) -> None:
+        """The capability left byoc mode (or its orchestrator): take down what was registered."""
+        state = self._states.get(key)
+        if state is not None and state.view is not None:
+            try:
+                await self.detach(state.view, kube)
+            except OrchestratorError as exc:
+                logger.warning("byoc %s: unregister after leaving byoc failed: %s", key, exc)
+                self._states.pop(key, None)
+
     async def detach(self, view: CapabilityView, kube: Kube) -> None:
         """On delete: unregister, then forget. Raises OrchestratorError so the finalizer retries,
         except when the orchestrator is unreachable for good reasons the finalizer cannot fix."""
@@ -271,6 +285,11 @@ class ByocRegistrar:
         now = time.monotonic()
         for key, state in list(self._states.items()):
             view = state.view
+            if now - state.synced_at > self.forget_after_s:
+                # The reconcile stopped asking (the object is gone without its finalizer running):
+                # stop refreshing a registration nobody owns; the orchestrator drops it on failure.
+                self._states.pop(key, None)
+                continue
             if view is None or not view.worker_available:
                 continue
             due = (state.registered_at is not None and now - state.registered_at >= self.reregister_s) or (
