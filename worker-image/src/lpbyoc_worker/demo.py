@@ -17,7 +17,8 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from socket import socket
 
@@ -148,7 +149,10 @@ async def send_frames(adapter: Adapter, size: int, count: int, started: float) -
     )
 
 
-async def run_demo(args: argparse.Namespace, workdir: Path, started: float) -> None:
+@contextmanager
+def demo_triton(workdir: Path, started: float | None = None) -> Iterator[TritonServer]:
+    """A real tritonserver on free loopback ports serving the demo model, as the worker pod runs it."""
+    started = time.perf_counter() if started is None else started
     weights_dir = write_demo_snapshot(workdir / "cache")
     step(f"demo model written as a cached snapshot: {weights_dir}", started)
     generated = generate(
@@ -166,40 +170,45 @@ async def run_demo(args: argparse.Namespace, workdir: Path, started: float) -> N
         ),
         runtime_dir=workdir / "triton",
     )
-    await asyncio.to_thread(triton.start, 60.0)
-    step(f"tritonserver ready: gRPC {triton.grpc_url}", started)
     try:
-        settings = AdapterSettings(
-            model_id=DEMO_REPO, capability="sepia-blur", host="127.0.0.1", port=0, ready_poll_seconds=0.2
-        )
-        adapter = Adapter(settings, TritonInference(triton.grpc_url, MODEL_NAME))
-        await adapter.start()
-        url = f"http://127.0.0.1:{adapter.port}"
-        try:
-            await asyncio.wait_for(adapter.readiness.wait_model_ready(), 30)
-            step(f"adapter ready at {url}", started)
-            pixels = demo_image(args.size)
-            await send_jobs(url, pixels, args.jobs, started)
-            await send_frames(adapter, args.size, args.frames, started)
-            async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
-                metrics = await resp.text()
-            for line in metrics.splitlines():
-                if line.startswith(("lpbyoc_adapter_requests_total", "lpbyoc_adapter_frames_total")):
-                    print(f"    {line}")
-        finally:
-            await adapter.drain()
-            await adapter.close()
-            step("adapter stopped", started)
+        triton.start(60.0)
+        step(f"tritonserver ready: gRPC {triton.grpc_url}", started)
+        yield triton
     finally:
-        await asyncio.to_thread(triton.close)
+        triton.close()
         step("tritonserver stopped", started)
+
+
+async def run_demo(args: argparse.Namespace, triton: TritonServer, started: float) -> None:
+    settings = AdapterSettings(
+        model_id=DEMO_REPO, capability="sepia-blur", host="127.0.0.1", port=0, ready_poll_seconds=0.2
+    )
+    adapter = Adapter(settings, TritonInference(triton.grpc_url, MODEL_NAME))
+    await adapter.start()
+    url = f"http://127.0.0.1:{adapter.port}"
+    try:
+        await asyncio.wait_for(adapter.readiness.wait_model_ready(), 30)
+        step(f"adapter ready at {url}", started)
+        pixels = demo_image(args.size)
+        await send_jobs(url, pixels, args.jobs, started)
+        await send_frames(adapter, args.size, args.frames, started)
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+            metrics = await resp.text()
+        for line in metrics.splitlines():
+            if line.startswith(("lpbyoc_adapter_requests_total", "lpbyoc_adapter_frames_total")):
+                print(f"    {line}")
+    finally:
+        await adapter.drain()
+        await adapter.close()
+        step("adapter stopped", started)
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lpbyoc-demo-") as tmp:
         try:
-            asyncio.run(run_demo(args, Path(tmp), started))
+            with demo_triton(Path(tmp), started) as triton:
+                asyncio.run(run_demo(args, triton, started))
         except Exception as exc:
             print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
