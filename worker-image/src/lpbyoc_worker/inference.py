@@ -354,9 +354,9 @@ class TritonInference:
             )
         arrays = {info.name: signature.check_input(info, inputs[info.name]) for info in signature.inputs}
         if self._shm is not None and self._shm.enabled and len(arrays) == 1 and len(signature.outputs) == 1:
-            outputs = await self._infer_shm(signature, self._shm, arrays)
-            if outputs is not None:
-                return outputs
+            via_shm = await self._infer_shm(signature, self._shm, arrays)
+            if via_shm is not None:
+                return via_shm
         module = self._module()
         wire_inputs = []
         for info in signature.inputs:
