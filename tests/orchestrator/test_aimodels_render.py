@@ -167,3 +167,12 @@ def test_configmap_object_shape() -> None:
     assert cm["metadata"]["labels"]["app.kubernetes.io/component"] == "aimodels"
     text = cm["data"]["aiModels.json"]
     assert cm["metadata"]["annotations"][aimodels.CHECKSUM_ANNOTATION] == aimodels.checksum(text)
+
+
+def test_offline_render_assumes_every_replica_ready() -> None:
+    body = cr_body("restyle", replicas=3)
+    offline = view_of(body, ready=0, available=False)
+    assert json.loads(aimodels.render_configmaps([offline])[0]["data"]["aiModels.json"]) == []
+    preview = aimodels.render_configmaps([offline], assume_ready=True)[0]
+    entry = json.loads(preview["data"]["aiModels.json"])[0]
+    assert entry["capacity"] == 6 and entry["url"].startswith("http://lpbyoc-restyle.ml.svc")

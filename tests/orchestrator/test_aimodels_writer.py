@@ -1,5 +1,9 @@
 """The aiModels writer against the Kubernetes API double: one object per orchestrator, coalesced
-writes, the restart checksum on the go-livepeer workload, and the Registered condition."""
+writes, the restart checksum on the go-livepeer workload, and the Registered condition.
+
+Stand-in: kopf's index is a plain dict here (the same mapping of orchestrator → claims);
+test_operator_aimodels.py runs the real kopf index and event handler.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """Live Runner heartbeats from the worker side against the orchestrator double, and the operator
-reading each pod's `GET /registration` for the Registered condition."""
+reading each pod's `GET /registration` for the Registered condition.
+
+Stand-in: the worker pods' adapters are small aiohttp servers on 127.0.0.x that serve a real
+`LiveRunnerHeartbeat.state()` (the adapter itself is tested in tests/worker).
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,12 @@ from every aiModels capability naming it. The input is an `AiModelsClaim`: the f
 capability the file depends on, built either from a `CapabilityView` (reconcile) or from a raw
 CR body (the kopf index, so a restarting operator renders from the complete set of objects).
 
+Only capabilities whose worker is available are listed: go-livepeer polls each `url`'s
+`/health` for 2 minutes at startup and refuses to start if one stays down. Availability is the
+Deployment's ready replicas, and the adapter's readiness probe (`/ready`, 503 until Triton has
+the model loaded) is stricter than `/health` (200 even while loading), so a listed Service
+answers `/health`; the operator does not probe it again from its own network position.
+
 go-livepeer's `AIModelConfig` (core/ai.go) parses `price_per_unit`/`pixels_per_unit` from the
 raw JSON bytes as big rationals, so they are emitted as JSON numbers, never strings; an
 unknown `pipeline` panics the node, which the CRD enum prevents.
@@ -216,10 +222,14 @@ def entry(claim: AiModelsClaim, tokens: Mapping[str, str] | None = None) -> dict
     return item
 
 
-def _claims(items: Iterable[CapabilityView | AiModelsClaim]) -> list[AiModelsClaim]:
+def _claims(items: Iterable[CapabilityView | AiModelsClaim], assume_ready: bool = False) -> list[AiModelsClaim]:
     claims: list[AiModelsClaim] = []
     for item in items:
         claim = claim_from_view(item) if isinstance(item, CapabilityView) else item
+        if claim is not None and assume_ready and isinstance(item, CapabilityView):
+            # Offline preview: the entry as it will read once every replica is ready.
+            capacity = item.spec.replicas * item.spec.capacity_per_replica
+            claim = replace(claim, available=capacity > 0, capacity=capacity)
         if claim is not None:
             claims.append(claim)
     return claims
@@ -287,11 +297,18 @@ def group_by_orchestrator(claims: Iterable[AiModelsClaim]) -> dict[tuple[str, st
 
 
 def render_configmaps(
-    items: Iterable[CapabilityView | AiModelsClaim], tokens: Mapping[str, str] | None = None
+    items: Iterable[CapabilityView | AiModelsClaim],
+    tokens: Mapping[str, str] | None = None,
+    *,
+    assume_ready: bool = False,
 ) -> list[dict[str, Any]]:
-    """One object per orchestrator holding its aiModels.json (a Secret when it carries tokens)."""
+    """One object per orchestrator holding its aiModels.json (a Secret when it carries tokens).
+
+    `assume_ready` (for `lpbyoc render`, which has no cluster) lists every view as if all its
+    replicas were ready; the views must then carry their Service URL in `endpoint`.
+    """
     objects = []
-    for (namespace, orchestrator), claims in group_by_orchestrator(_claims(items)).items():
+    for (namespace, orchestrator), claims in group_by_orchestrator(_claims(items, assume_ready)).items():
         rendered = render_aimodels(claims, tokens)
         objects.append(file_object(namespace, orchestrator, rendered, secret=needs_secret(claims)))
     return objects
