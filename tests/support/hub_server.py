@@ -308,6 +308,7 @@ class _Refused(Exception):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeHub/1.0"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; no 40 ms delayed-ACK stalls
     hub: FakeHub  # set on the subclass by serve_hub
 
     def log_message(self, format: str, *args: object) -> None:  # quiet: tests read hub.requests

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ETAG_SUFFIX = ".lpbyoc-etag"
 READ_BUFFER_BYTES = 1024 * 1024
+PIPELINE_MIN_BYTES = 8 * 1024 * 1024  # below this a second thread costs more than it saves
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -89,6 +91,39 @@ class ContentHashes:
             while left > 0 and (chunk := fh.read(min(HASH_CHUNK, left))):
                 self.update(chunk)
                 left -= len(chunk)
+
+
+class HashPipeline:
+    """Hashes received buffers on a second thread while the next one is read (hashlib drops the GIL).
+
+    A small ring of buffers is recycled between the two threads, so memory stays bounded.
+    """
+
+    def __init__(self, hashes: ContentHashes, buffers: int = 8) -> None:
+        self._hashes = hashes
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for _ in range(buffers):
+            self._free.put(memoryview(bytearray(READ_BUFFER_BYTES)))
+        self._full: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._full.get()) is not None:
+            buffer, n = item
+            self._hashes.update(buffer[:n])
+            self._free.put(buffer)
+
+    def take(self) -> memoryview:
+        return self._free.get()
+
+    def hash(self, buffer: memoryview, n: int) -> None:
+        self._full.put((buffer, n))
+
+    def close(self) -> None:
+        """Wait until every handed-over buffer is hashed."""
+        self._full.put(None)
+        self._thread.join()
 
 
 class FileFetcher:
@@ -233,29 +268,35 @@ class FileFetcher:
             response = self.transport.get(location, headers)
         except TransportError as exc:
             raise _Retry(str(exc), stalled=exc.stalled) from None
+        pipeline = HashPipeline(hashes) if remote.size - offset >= PIPELINE_MIN_BYTES else None
+        single = memoryview(bytearray(READ_BUFFER_BYTES))
         try:
             offset = self._check_response(response, remote, part, offset, hashes)
-            buffer = memoryview(bytearray(READ_BUFFER_BYTES))
             with open(part, "r+b") as fh:
                 fh.seek(offset)
                 fh.truncate()
                 while True:
                     if self.abort.is_set():
                         raise Aborted()
+                    buffer = pipeline.take() if pipeline is not None else single
                     try:
                         n = response.readinto(buffer)
                     except TransportError as exc:
                         raise _Retry(str(exc), stalled=exc.stalled) from None
                     if n == 0:
                         break
-                    chunk = buffer[:n]
-                    fh.write(chunk)  # an OSError here is the local disk (ENOSPC), handled by fetch()
-                    hashes.update(chunk)
+                    fh.write(buffer[:n])  # an OSError here is the local disk (ENOSPC), handled by fetch()
+                    if pipeline is not None:
+                        pipeline.hash(buffer, n)
+                    else:
+                        hashes.update(buffer[:n])
                     offset += n
                     self.progress.add_downloaded(n)
                     if offset > remote.size:
                         break
         finally:
+            if pipeline is not None:
+                pipeline.close()
             response.close()
         return offset
 

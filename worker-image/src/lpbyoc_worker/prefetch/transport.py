@@ -11,6 +11,7 @@ Authorization header is dropped when the host changes), and HTTP(S)_PROXY / NO_P
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ssl
 import threading
@@ -31,7 +32,9 @@ class TransportError(Exception):
         self.stalled = stalled
 
 
+@functools.cache
 def _ssl_context() -> ssl.SSLContext:
+    """Built once, on first https use: loading the CA bundle costs tens of milliseconds."""
     try:
         import certifi  # httpx's own dependency, so present wherever huggingface_hub is
 
@@ -78,7 +81,6 @@ class Transport:
         self._local = threading.local()
         self._all: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
-        self._context = _ssl_context()
 
     def get(self, url: str, headers: dict[str, str]) -> Response:
         """GET `url`, following redirects; the caller reads the body and closes the Response."""
@@ -159,7 +161,7 @@ class Transport:
 
     def _new(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
         if scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._context)
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=_ssl_context())
         return http.client.HTTPConnection(host, port, timeout=self.timeout)
 
 
