@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from lpbyoc_worker.inference import (
 )
 from lpbyoc_worker.tritonproc.launcher import _shared_memory_files
 
-from tests.support.triton import DEFAULT_SERVING, RunningTriton, free_ports, run_model_repo
+from tests.support.triton import DEFAULT_SERVING, RunningTriton, free_ports, run_model_repo, write_snapshot
 
 
 def reference(triton: RunningTriton, batch: np.ndarray) -> np.ndarray:
@@ -223,6 +224,34 @@ async def test_readiness_flips_only_when_the_model_is_loaded(
         assert await client.is_model_ready() is False
         with pytest.raises(TritonUnavailable):
             await client.infer(frames(1, 8, 8))
+
+
+async def test_snapshot_that_is_a_triton_model_is_served_as_is(
+    triton_server: RunningTriton, admin: grpcclient.InferenceServerClient, tmp_path: Path
+) -> None:
+    # An upstream repo holding a Triton model directory: here, the one model-repo generated for the fixture.
+    generated = triton_server.model_repository / triton_server.model_name
+    files: dict[str, bytes | Path] = {
+        "tiny/config.pbtxt": (generated / "config.pbtxt")
+        .read_text()
+        .replace('name: "model"', 'name: "tiny"')
+        .encode(),
+        "tiny/1/model.py": generated / "1" / "model.py",
+        "tiny/1/model.pt": triton_server.torchscript_path,
+    }
+    snapshot = write_snapshot(tmp_path / "cache", files, repo="upstream/triton-tiny")
+    result = run_model_repo(snapshot, triton_server.model_repository, serving={}, model_name="asis")
+    assert result.returncode == 0, result.stderr
+    assert "tritonRepository" in result.stderr
+    admin.load_model("asis")
+    try:
+        x = frames(1, 20, 20)
+        async with TritonInference(triton_server.grpc_url, "asis") as client:
+            np.testing.assert_allclose(
+                await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6
+            )
+    finally:
+        admin.unload_model("asis")
 
 
 NUMPY_PROBE = textwrap.dedent(

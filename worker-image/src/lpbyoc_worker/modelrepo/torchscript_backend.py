@@ -25,7 +25,13 @@ class TritonPythonModel:
         self.batched = int(config.get("max_batch_size", 0)) > 0
         filename = config["parameters"]["torchscript_file"]["string_value"]
         path = Path(args["model_repository"]) / args["model_version"] / filename
-        if args["model_instance_kind"] == "GPU" and torch.cuda.is_available():
+        if args["model_instance_kind"] == "GPU":
+            # Fail the load rather than run a GPU capability on the CPU without anyone noticing.
+            if not torch.cuda.is_available():
+                raise RuntimeError(
+                    f"instance kind KIND_GPU, but torch {torch.__version__} sees no CUDA device "
+                    "(a CPU build of torch, or no GPU assigned to the container)"
+                )
             self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
         else:
             self.device = torch.device("cpu")
