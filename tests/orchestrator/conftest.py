@@ -52,19 +52,29 @@ def cr_body(name: str, **spec_changes: Any) -> dict[str, Any]:
     }
 
 
-def with_status(body: dict[str, Any], *, ready: int, available: bool = True, port: int = 8000) -> dict[str, Any]:
+def with_status(
+    body: dict[str, Any], *, ready: int, available: bool = True, port: int = 8000
+) -> dict[str, Any]:
     out = copy.deepcopy(body)
     name = out["metadata"]["name"]
     out["status"] = {
         "readyReplicas": ready,
         "endpoint": f"http://lpbyoc-{name}.{NAMESPACE}.svc.cluster.local:{port}",
-        "conditions": [{"type": "WorkerAvailable", "status": "True" if available else "False", "reason": "x"}],
+        "conditions": [
+            {"type": "WorkerAvailable", "status": "True" if available else "False", "reason": "x"}
+        ],
     }
     return out
 
 
-def view_of(body: dict[str, Any], *, ready: int = 1, available: bool = True, endpoint: str | None = None,
-            pod_ips: tuple[str, ...] = ()) -> CapabilityView:
+def view_of(
+    body: dict[str, Any],
+    *,
+    ready: int = 1,
+    available: bool = True,
+    endpoint: str | None = None,
+    pod_ips: tuple[str, ...] = (),
+) -> CapabilityView:
     meta = body["metadata"]
     spec = parse_spec(body["spec"])
     return CapabilityView(
@@ -75,7 +85,9 @@ def view_of(body: dict[str, Any], *, ready: int = 1, available: bool = True, end
         creation_timestamp=meta.get("creationTimestamp", ""),
         ready_replicas=ready,
         worker_available=available,
-        endpoint=endpoint if endpoint is not None else f"http://lpbyoc-{meta['name']}.{meta['namespace']}.svc.cluster.local:{spec.serving.port}",
+        endpoint=endpoint
+        if endpoint is not None
+        else f"http://lpbyoc-{meta['name']}.{meta['namespace']}.svc.cluster.local:{spec.serving.port}",
         ready_pod_ips=pod_ips,
     )
 

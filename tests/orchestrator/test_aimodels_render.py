@@ -148,7 +148,9 @@ def test_claim_from_body_reads_status_written_by_the_reconcile() -> None:
 
 def test_token_bearing_file_is_a_secret_and_placeholders_without_values() -> None:
     body = cr_body("restyle", serving__tokenSecretRef={"name": "worker-token", "key": "token"})
-    objects = aimodels.render_configmaps([view_of(body, ready=1), view_of(cr_body("other", orchestrator__name="orch-b"))])
+    objects = aimodels.render_configmaps(
+        [view_of(body, ready=1), view_of(cr_body("other", orchestrator__name="orch-b"))]
+    )
     kinds = {o["metadata"]["name"]: o["kind"] for o in objects}
     assert kinds == {"lpbyoc-aimodels-orch-a": "Secret", "lpbyoc-aimodels-orch-b": "ConfigMap"}
     secret = next(o for o in objects if o["kind"] == "Secret")

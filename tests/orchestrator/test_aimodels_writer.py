@@ -66,8 +66,9 @@ async def settle(writer: AiModelsWriter) -> None:
     assert await writer.settled(ORCH, 5.0)
 
 
-async def test_n_capabilities_make_one_configmap_and_stamp_the_workload(kmock_api: Any, kube: Kube,
-                                                                         writer: AiModelsWriter) -> None:
+async def test_n_capabilities_make_one_configmap_and_stamp_the_workload(
+    kmock_api: Any, kube: Kube, writer: AiModelsWriter
+) -> None:
     put(kmock_api, "apps/v1/deployments", deployment())
     bodies = [with_status(cr_body(f"cap{i}", model__repo=f"org/m{i}"), ready=i + 1) for i in range(5)]
     index = Index()
@@ -86,8 +87,9 @@ async def test_n_capabilities_make_one_configmap_and_stamp_the_workload(kmock_ap
     assert writer.condition(view).reason == "Listed"
 
 
-async def test_burst_of_50_changes_is_one_write_and_unchanged_is_zero(kmock_api: Any, kube: Kube,
-                                                                       writer: AiModelsWriter) -> None:
+async def test_burst_of_50_changes_is_one_write_and_unchanged_is_zero(
+    kmock_api: Any, kube: Kube, writer: AiModelsWriter
+) -> None:
     put(kmock_api, "apps/v1/deployments", deployment())
     index = Index()
     writer.attach(index, kube)
@@ -106,8 +108,9 @@ async def test_burst_of_50_changes_is_one_write_and_unchanged_is_zero(kmock_api:
     assert sum(kube.writes.values()) == writes_before  # no ConfigMap write, no workload patch
 
 
-async def test_scale_and_price_change_rewrite_file_and_checksum(kmock_api: Any, kube: Kube,
-                                                                writer: AiModelsWriter) -> None:
+async def test_scale_and_price_change_rewrite_file_and_checksum(
+    kmock_api: Any, kube: Kube, writer: AiModelsWriter
+) -> None:
     put(kmock_api, "apps/v1/deployments", deployment())
     index = Index()
     writer.attach(index, kube)
@@ -131,7 +134,10 @@ async def test_scale_and_price_change_rewrite_file_and_checksum(kmock_api: Any, 
 
 async def test_delete_removes_the_entry(kmock_api: Any, kube: Kube, writer: AiModelsWriter) -> None:
     put(kmock_api, "apps/v1/deployments", deployment())
-    a, b = with_status(cr_body("a", model__repo="org/a"), ready=1), with_status(cr_body("b", model__repo="org/b"), ready=1)
+    a, b = (
+        with_status(cr_body("a", model__repo="org/a"), ready=1),
+        with_status(cr_body("b", model__repo="org/b"), ready=1),
+    )
     index = Index()
     writer.attach(index, kube)
     index.set(a, b)
@@ -144,7 +150,9 @@ async def test_delete_removes_the_entry(kmock_api: Any, kube: Kube, writer: AiMo
     assert [e["model_id"] for e in json.loads(await stored_file(kube) or "")] == ["org/b"]
 
 
-async def test_conflict_condition_names_the_winner(kmock_api: Any, kube: Kube, writer: AiModelsWriter) -> None:
+async def test_conflict_condition_names_the_winner(
+    kmock_api: Any, kube: Kube, writer: AiModelsWriter
+) -> None:
     put(kmock_api, "apps/v1/deployments", deployment())
     first = with_status(cr_body("first"), ready=1)
     first["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
@@ -161,8 +169,9 @@ async def test_conflict_condition_names_the_winner(kmock_api: Any, kube: Kube, w
     assert len(json.loads(await stored_file(kube) or "")) == 1
 
 
-async def test_observation_from_the_reconcile_beats_stale_status(kmock_api: Any, kube: Kube,
-                                                                 writer: AiModelsWriter) -> None:
+async def test_observation_from_the_reconcile_beats_stale_status(
+    kmock_api: Any, kube: Kube, writer: AiModelsWriter
+) -> None:
     put(kmock_api, "apps/v1/deployments", deployment())
     index = Index()
     index.set(with_status(cr_body("restyle"), ready=0, available=False))  # status not written yet
@@ -174,8 +183,9 @@ async def test_observation_from_the_reconcile_beats_stale_status(kmock_api: Any,
     assert writer.condition(view).status == "True"
 
 
-async def test_missing_workload_and_missing_token_secret_are_reported(kmock_api: Any, kube: Kube,
-                                                                      writer: AiModelsWriter) -> None:
+async def test_missing_workload_and_missing_token_secret_are_reported(
+    kmock_api: Any, kube: Kube, writer: AiModelsWriter
+) -> None:
     index = Index()
     index.set(with_status(cr_body("restyle"), ready=1))
     writer.attach(index, kube)

@@ -39,7 +39,9 @@ def byoc_body(orch_url: str, **changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def secrets(kmock_api: Any) -> Any:
-    put(kmock_api, "v1/secrets", secret_body("orch", {"secret": "s3cret-orch\n"}))  # trailing newline as from a file
+    put(
+        kmock_api, "v1/secrets", secret_body("orch", {"secret": "s3cret-orch\n"})
+    )  # trailing newline as from a file
     return kmock_api
 
 
@@ -57,8 +59,9 @@ async def eventually(predicate: Any, within: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_registers_when_available_with_exact_body(secrets: Any, kube: Kube, orch: OrchestratorDouble,
-                                                         registrar: ByocRegistrar) -> None:
+async def test_registers_when_available_with_exact_body(
+    secrets: Any, kube: Kube, orch: OrchestratorDouble, registrar: ByocRegistrar
+) -> None:
     put(secrets, "v1/secrets", secret_body("wtoken", {"token": "bearer-t"}))
     body = byoc_body(orch.url, serving__tokenSecretRef={"name": "wtoken", "key": "token"})
     waiting = await registrar.sync(view_of(body, ready=0, available=False), kube)
@@ -89,9 +92,9 @@ async def test_registers_when_available_with_exact_body(secrets: Any, kube: Kube
     assert orch.register_calls == calls + 1 and orch.capabilities["restyle"].body["capacity"] == 6
 
 
-async def test_reregisters_within_the_cadence_after_orchestrator_restart(secrets: Any, kube: Kube,
-                                                                          orch: OrchestratorDouble,
-                                                                          registrar: ByocRegistrar) -> None:
+async def test_reregisters_within_the_cadence_after_orchestrator_restart(
+    secrets: Any, kube: Kube, orch: OrchestratorDouble, registrar: ByocRegistrar
+) -> None:
     body = byoc_body(orch.url)
     assert (await registrar.sync(view_of(body, ready=1), kube)).status == "True"
     orch.restart()
@@ -100,9 +103,13 @@ async def test_reregisters_within_the_cadence_after_orchestrator_restart(secrets
     await eventually(lambda: "restyle" in orch.capabilities, within=3.0)
 
 
-async def test_bad_secret_gives_unauthorized_with_backoff(kmock_api: Any, kube: Kube, orch: OrchestratorDouble,
-                                                          registrar: ByocRegistrar,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+async def test_bad_secret_gives_unauthorized_with_backoff(
+    kmock_api: Any,
+    kube: Kube,
+    orch: OrchestratorDouble,
+    registrar: ByocRegistrar,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     put(kmock_api, "v1/secrets", secret_body("orch", {"secret": "wrong-secret"}))
     caplog.set_level(logging.DEBUG)
     view = view_of(byoc_body(orch.url), ready=1)
@@ -120,8 +127,9 @@ async def test_bad_secret_gives_unauthorized_with_backoff(kmock_api: Any, kube: 
     assert 1 <= registrar.attempts - attempts <= 3
 
 
-async def test_missing_secret_and_unreachable_orchestrator(kmock_api: Any, kube: Kube, registrar: ByocRegistrar,
-                                                           orch: OrchestratorDouble) -> None:
+async def test_missing_secret_and_unreachable_orchestrator(
+    kmock_api: Any, kube: Kube, registrar: ByocRegistrar, orch: OrchestratorDouble
+) -> None:
     result = await registrar.sync(view_of(byoc_body(orch.url), ready=1), kube)
     assert (result.status, result.reason) == ("False", "SecretNotFound")
     assert "orch" in result.message and "secret" in result.message
@@ -134,14 +142,16 @@ async def test_missing_secret_and_unreachable_orchestrator(kmock_api: Any, kube:
     assert (result.status, result.reason) == ("False", "OrchestratorUnreachable")
 
 
-async def test_tls_needs_the_ca_bundle_or_the_explicit_opt_out(secrets: Any, kube: Kube, ca: trustme.CA,
-                                                               tls_orch: OrchestratorDouble,
-                                                               registrar: ByocRegistrar) -> None:
+async def test_tls_needs_the_ca_bundle_or_the_explicit_opt_out(
+    secrets: Any, kube: Kube, ca: trustme.CA, tls_orch: OrchestratorDouble, registrar: ByocRegistrar
+) -> None:
     plain = await registrar.sync(view_of(byoc_body(tls_orch.url), ready=1), kube)
     assert (plain.status, plain.reason) == ("False", "TLSError")
 
     put(secrets, "v1/secrets", secret_body("orch-ca", {"ca.crt": ca.cert_pem.bytes().decode()}))
-    with_ca = byoc_body(tls_orch.url, orchestrator__tls={"caBundleSecretRef": {"name": "orch-ca", "key": "ca.crt"}})
+    with_ca = byoc_body(
+        tls_orch.url, orchestrator__tls={"caBundleSecretRef": {"name": "orch-ca", "key": "ca.crt"}}
+    )
     result = await registrar.sync(view_of(with_ca), kube)
     assert (result.status, result.reason) == ("True", "Registered")
 
@@ -154,8 +164,9 @@ async def test_tls_needs_the_ca_bundle_or_the_explicit_opt_out(secrets: Any, kub
     assert tls_orch.register_calls == 2
 
 
-async def test_delete_unregisters_with_the_raw_name(secrets: Any, kube: Kube, orch: OrchestratorDouble,
-                                                    registrar: ByocRegistrar) -> None:
+async def test_delete_unregisters_with_the_raw_name(
+    secrets: Any, kube: Kube, orch: OrchestratorDouble, registrar: ByocRegistrar
+) -> None:
     body = byoc_body(orch.url)
     await registrar.sync(view_of(body, ready=1), kube)
     assert "restyle" in orch.capabilities
@@ -168,16 +179,18 @@ async def test_delete_unregisters_with_the_raw_name(secrets: Any, kube: Kube, or
     assert "restyle" not in orch.capabilities
 
 
-async def test_worker_gone_unregisters(secrets: Any, kube: Kube, orch: OrchestratorDouble,
-                                       registrar: ByocRegistrar) -> None:
+async def test_worker_gone_unregisters(
+    secrets: Any, kube: Kube, orch: OrchestratorDouble, registrar: ByocRegistrar
+) -> None:
     body = byoc_body(orch.url)
     await registrar.sync(view_of(body, ready=1), kube)
     result = await registrar.sync(view_of(body, ready=0, available=False), kube)
     assert result.reason == "WaitingForWorker" and "restyle" not in orch.capabilities
 
 
-async def test_leaving_byoc_mode_unregisters_and_stops_the_cadence(secrets: Any, kube: Kube,
-                                                                   orch: OrchestratorDouble) -> None:
+async def test_leaving_byoc_mode_unregisters_and_stops_the_cadence(
+    secrets: Any, kube: Kube, orch: OrchestratorDouble
+) -> None:
     from lpbyoc.orchestrator import Orchestration
 
     orchestration = Orchestration(registrar=ByocRegistrar(reregister_s=0.3))
@@ -209,14 +222,25 @@ async def test_unowned_state_is_forgotten(secrets: Any, kube: Kube, orch: Orches
 
 def test_body_is_what_go_livepeer_unmarshals() -> None:
     body = registration_body(view_of(byoc_body("http://o:8935"), ready=2), token=None)
-    assert set(body) == {"name", "description", "url", "capacity", "price_per_unit", "price_scaling", "currency"}
-    assert all(isinstance(body[k], int) and not isinstance(body[k], bool)
-               for k in ("capacity", "price_per_unit", "price_scaling"))
+    assert set(body) == {
+        "name",
+        "description",
+        "url",
+        "capacity",
+        "price_per_unit",
+        "price_scaling",
+        "currency",
+    }
+    assert all(
+        isinstance(body[k], int) and not isinstance(body[k], bool)
+        for k in ("capacity", "price_per_unit", "price_scaling")
+    )
     assert json.loads(json.dumps(body)) == body
 
 
-async def test_pytrickle_register_capability_against_the_double(orch: OrchestratorDouble,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_pytrickle_register_capability_against_the_double(
+    orch: OrchestratorDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Livepeer's own client registers against the double: the double speaks the real contract."""
     from pytrickle.utils.register import RegisterCapability
 

@@ -23,7 +23,9 @@ from tests.support.orchestrator_double import OrchestratorDouble
 
 @pytest_asyncio.fixture
 async def fast_orch() -> AsyncIterator[OrchestratorDouble]:
-    double = await OrchestratorDouble(secret="s3cret-orch", heartbeat_interval_s=0.1, heartbeat_ttl_s=0.5).start()
+    double = await OrchestratorDouble(
+        secret="s3cret-orch", heartbeat_interval_s=0.1, heartbeat_ttl_s=0.5
+    ).start()
     try:
         yield double
     finally:
@@ -146,17 +148,25 @@ def test_config_from_env_uses_the_pod_ip() -> None:
     assert cfg.orchestrator_url == "https://orch:8935"
     assert "orch_secret" not in repr(cfg)
     with pytest.raises(ValueError, match="POD_IP"):
-        LiveRunnerConfig.from_env({"LIVE_RUNNER_ORCHESTRATOR_URL": "x", "LIVE_RUNNER_ORCH_SECRET": "s", "LIVE_RUNNER_APP": "a"})
+        LiveRunnerConfig.from_env(
+            {"LIVE_RUNNER_ORCHESTRATOR_URL": "x", "LIVE_RUNNER_ORCH_SECRET": "s", "LIVE_RUNNER_APP": "a"}
+        )
     # The operator's adapter env (ORCH_URL, ORCH_SECRET, POD_IP) plus the adapter's own flags.
     adapter = LiveRunnerConfig.from_env(
-        {"ORCH_URL": "https://orch:8935", "ORCH_SECRET": "s", "POD_IP": "10.0.0.5"}, app="restyle", capacity=2, port=9000
+        {"ORCH_URL": "https://orch:8935", "ORCH_SECRET": "s", "POD_IP": "10.0.0.5"},
+        app="restyle",
+        capacity=2,
+        port=9000,
     )
     assert (adapter.runner_url, adapter.app, adapter.capacity) == ("http://10.0.0.5:9000", "restyle", 2)
     with pytest.raises(ValueError, match="ORCH_SECRET"):
         LiveRunnerConfig.from_env({"ORCH_URL": "https://orch:8935", "POD_IP": "10.0.0.5"}, app="restyle")
 
 
-@pytest.mark.parametrize(("value", "seconds"), [("5s", 5.0), ("1m30s", 90.0), ("250ms", 0.25), (7, 7.0), ("bogus", 5.0), (None, 5.0)])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("5s", 5.0), ("1m30s", 90.0), ("250ms", 0.25), (7, 7.0), ("bogus", 5.0), (None, 5.0)],
+)
 def test_go_durations(value: Any, seconds: float) -> None:
     assert parse_duration(value, 5.0) == pytest.approx(seconds)
 
@@ -194,7 +204,10 @@ async def test_operator_reads_registration_of_ready_pods(fast_orch: Orchestrator
         all_good = await operator_side.sync(view_of(body, pod_ips=("127.0.0.2", "127.0.0.3")))
         assert (all_good.status, all_good.reason) == ("True", "Registered") and "2/2" in all_good.message
         partial = await operator_side.sync(view_of(body, pod_ips=("127.0.0.2", "127.0.0.4")))
-        assert (partial.status, partial.reason) == ("True", "PartiallyRegistered") and "1/2" in partial.message
+        assert (partial.status, partial.reason) == (
+            "True",
+            "PartiallyRegistered",
+        ) and "1/2" in partial.message
         failing = await operator_side.sync(view_of(body, pod_ips=("127.0.0.4",)))
         assert (failing.status, failing.reason) == ("False", "OrchestratorUnauthorized")
         silent = await operator_side.sync(view_of(body, pod_ips=("127.0.0.5",)))  # nothing listens

@@ -56,7 +56,9 @@ async def bring_up(cluster: Cluster, name: str, spec: dict[str, Any], ip: str) -
     await cluster.create_capability(name, spec)
     job = naming.prefetch_job_name(parse_spec(spec))
     await wait_for(lambda: cluster.get("batch/v1", "Job", job), what=f"{name} prefetch Job")
-    await cluster.finish_job(job, {"result": "Succeeded", "reason": "Succeeded", "sha": SHA, "bytes": 1, "files": 1})
+    await cluster.finish_job(
+        job, {"result": "Succeeded", "reason": "Succeeded", "sha": SHA, "bytes": 1, "files": 1}
+    )
     worker = naming.worker_name(name)
     await wait_for(lambda: cluster.get("apps/v1", "Deployment", worker), what=f"{name} worker Deployment")
     await cluster.add_worker_pod(name, ip=ip)
@@ -87,7 +89,10 @@ async def test_capabilities_become_one_configmap_and_follow_changes(cluster: Clu
 
     entries = await wait_for(all_listed, within=15, what="three entries in aiModels.json")
     assert [e["model_id"] for e in entries] == ["org/alpha", "org/beta", "org/gamma"]
-    assert all(e["url"] == f"http://{naming.worker_name(e['model_id'][4:])}.default.svc.cluster.local:8000" for e in entries)
+    assert all(
+        e["url"] == f"http://{naming.worker_name(e['model_id'][4:])}.default.svc.cluster.local:8000"
+        for e in entries
+    )
     assert all(e["capacity"] == 2 and e["price_per_unit"] == 100 for e in entries)
     cm = await cluster.get("v1", "ConfigMap", CM)
     assert cm is not None
@@ -126,7 +131,9 @@ async def test_capabilities_become_one_configmap_and_follow_changes(cluster: Clu
 
     async def gamma_gone() -> list[dict[str, Any]] | None:
         entries = await file_entries(cluster)
-        return entries if entries is not None and "org/gamma" not in [e["model_id"] for e in entries] else None
+        return (
+            entries if entries is not None and "org/gamma" not in [e["model_id"] for e in entries] else None
+        )
 
     remaining = await wait_for(gamma_gone, within=10, what="gamma removed from aiModels.json")
     assert [e["model_id"] for e in remaining] == ["org/alpha", "org/beta"]

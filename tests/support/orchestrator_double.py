@@ -112,7 +112,9 @@ class OrchestratorDouble:
     def live_runners(self) -> dict[str, Runner]:
         now = time.monotonic()
         return {
-            rid: r for rid, r in self.runners.items() if not r.removed and now - r.last_heartbeat <= self.heartbeat_ttl_s
+            rid: r
+            for rid, r in self.runners.items()
+            if not r.removed and now - r.last_heartbeat <= self.heartbeat_ttl_s
         }
 
     # -- BYOC ----------------------------------------------------------------------------------
@@ -135,7 +137,9 @@ class OrchestratorDouble:
                 raise ValueError("not an object with a name")
             for key in ("capacity", "price_per_unit", "price_scaling"):
                 if key in body and (not isinstance(body[key], int) or isinstance(body[key], bool)):
-                    raise ValueError(f"json: cannot unmarshal {type(body[key]).__name__} into {key} of type int")
+                    raise ValueError(
+                        f"json: cannot unmarshal {type(body[key]).__name__} into {key} of type int"
+                    )
         except ValueError as exc:
             return web.Response(status=400, text=f"Error registering capability: {exc}")
         self.capabilities[body["name"]] = Capability(body=body)  # replaces the entry: load back to 0
@@ -219,7 +223,11 @@ class OrchestratorDouble:
     async def _runner_unregister(self, request: web.Request) -> web.StreamResponse:
         auth = self._log(request)
         runner = self.runners.get(request.match_info["runner_id"])
-        if runner is None or runner.removed or time.monotonic() - runner.last_heartbeat > self.heartbeat_ttl_s:
+        if (
+            runner is None
+            or runner.removed
+            or time.monotonic() - runner.last_heartbeat > self.heartbeat_ttl_s
+        ):
             return web.Response(status=404, text="runner not found")
         if auth != runner.heartbeat_secret:
             return web.Response(status=401, text="invalid authorization")

@@ -86,7 +86,11 @@ class LiveRunnerConfig:
         if self.gpu:
             body["gpu"] = self.gpu
         if self.price:
-            body["price_info"] = {"price": self.price, "currency": self.price_currency, "unit": self.price_unit}
+            body["price_info"] = {
+                "price": self.price,
+                "currency": self.price_currency,
+                "unit": self.price_unit,
+            }
         return body
 
     def verify(self) -> ssl.SSLContext | bool:
@@ -115,7 +119,9 @@ class LiveRunnerConfig:
             if env.get("LIVE_RUNNER_GPU_VRAM_MB"):
                 gpu["vram_mb"] = int(env["LIVE_RUNNER_GPU_VRAM_MB"])
         values: dict[str, Any] = {
-            "orchestrator_url": (env.get("LIVE_RUNNER_ORCHESTRATOR_URL") or env.get("ORCH_URL") or "").rstrip("/"),
+            "orchestrator_url": (env.get("LIVE_RUNNER_ORCHESTRATOR_URL") or env.get("ORCH_URL") or "").rstrip(
+                "/"
+            ),
             "orch_secret": (env.get("LIVE_RUNNER_ORCH_SECRET") or env.get("ORCH_SECRET") or "").strip(),
             "runner_url": env.get("LIVE_RUNNER_URL") or (f"http://{host}:{port}" if pod_ip else ""),
             "app": env.get("LIVE_RUNNER_APP", ""),
@@ -127,7 +133,8 @@ class LiveRunnerConfig:
             "price_unit": env.get("LIVE_RUNNER_PRICE_UNIT", "hour"),
             "gpu": gpu,
             "ca_file": env.get("LIVE_RUNNER_CA_FILE") or None,
-            "insecure_skip_verify": env.get("LIVE_RUNNER_INSECURE_SKIP_VERIFY", "").lower() in ("1", "true", "yes"),
+            "insecure_skip_verify": env.get("LIVE_RUNNER_INSECURE_SKIP_VERIFY", "").lower()
+            in ("1", "true", "yes"),
         }
         values.update(overrides)
         required = {
@@ -284,18 +291,26 @@ class LiveRunnerHeartbeat:
         except httpx.TimeoutException as exc:
             raise HeartbeatFailure("Timeout", f"no answer from {url}") from exc
         except httpx.TransportError as exc:
-            reason = "TLSError" if "SSL" in str(exc) or "CERTIFICATE" in str(exc) else "OrchestratorUnreachable"
+            reason = (
+                "TLSError" if "SSL" in str(exc) or "CERTIFICATE" in str(exc) else "OrchestratorUnreachable"
+            )
             raise HeartbeatFailure(reason, f"{url}: {exc or type(exc).__name__}") from exc
 
     async def _post_heartbeat(self, secret: str, runner_id: str) -> dict[str, Any]:
         response = await self._post(HEARTBEAT_PATH, secret, self.config.body(runner_id))
         if response.status_code in (401, 403):
-            raise HeartbeatFailure("OrchestratorUnauthorized", f"{response.status_code} {response.text.strip()[:200]}", response.status_code)
+            raise HeartbeatFailure(
+                "OrchestratorUnauthorized",
+                f"{response.status_code} {response.text.strip()[:200]}",
+                response.status_code,
+            )
         if response.status_code == 404:
             raise HeartbeatFailure("RunnerNotFound", response.text.strip()[:200], 404)
         if response.status_code >= 300:
             raise HeartbeatFailure(
-                "HeartbeatRejected", f"{response.status_code} {response.text.strip()[:200]}", response.status_code
+                "HeartbeatRejected",
+                f"{response.status_code} {response.text.strip()[:200]}",
+                response.status_code,
             )
         try:
             answer = response.json()
@@ -308,4 +323,6 @@ class LiveRunnerHeartbeat:
     async def _unregister(self) -> None:
         response = await self._post(f"/runners/{self.runner_id}/unregister", self._heartbeat_secret, None)
         if response.status_code not in (200, 204, 404):
-            raise HeartbeatFailure("UnregisterFailed", f"{response.status_code} {response.text.strip()[:200]}")
+            raise HeartbeatFailure(
+                "UnregisterFailed", f"{response.status_code} {response.text.strip()[:200]}"
+            )

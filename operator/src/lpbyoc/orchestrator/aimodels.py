@@ -222,7 +222,9 @@ def entry(claim: AiModelsClaim, tokens: Mapping[str, str] | None = None) -> dict
     return item
 
 
-def _claims(items: Iterable[CapabilityView | AiModelsClaim], assume_ready: bool = False) -> list[AiModelsClaim]:
+def _claims(
+    items: Iterable[CapabilityView | AiModelsClaim], assume_ready: bool = False
+) -> list[AiModelsClaim]:
     claims: list[AiModelsClaim] = []
     for item in items:
         claim = claim_from_view(item) if isinstance(item, CapabilityView) else item
@@ -265,9 +267,7 @@ def needs_secret(claims: Iterable[AiModelsClaim]) -> bool:
     return any(c.token_ref is not None and not c.deleting for c in claims)
 
 
-def file_object(
-    namespace: str, orchestrator: str, rendered: str, *, secret: bool
-) -> dict[str, Any]:
+def file_object(namespace: str, orchestrator: str, rendered: str, *, secret: bool) -> dict[str, Any]:
     metadata = {
         "name": object_name(orchestrator),
         "namespace": namespace,

@@ -78,8 +78,12 @@ class AiModelsWriter:
         if kube is not None:
             self.kube = kube
 
-    def changed(self, capability_key: str, orchestrator_key: OrchestratorKey | None,
-                claim: AiModelsClaim | None = None) -> None:
+    def changed(
+        self,
+        capability_key: str,
+        orchestrator_key: OrchestratorKey | None,
+        claim: AiModelsClaim | None = None,
+    ) -> None:
         """A capability's claim changed (or vanished, with None): re-render where it was and is.
 
         With `claim` given, an event that leaves the claim as it was (a status-only update,
@@ -218,10 +222,16 @@ class AiModelsWriter:
             return Flushed(resolution, kind, error=ConditionResult("False", "WriteFailed", f"{kind}: {exc}"))
         except Exception as exc:  # a malformed object or a client fault must not end the writer
             logger.exception("aiModels flush for %s/%s failed", namespace, orchestrator)
-            return Flushed(resolution, kind, error=ConditionResult("False", "WriteFailed", f"{type(exc).__name__}: {exc}"))
+            return Flushed(
+                resolution,
+                kind,
+                error=ConditionResult("False", "WriteFailed", f"{type(exc).__name__}: {exc}"),
+            )
         if missing:
             message = f"{', '.join(missing)} not found in {namespace}: go-livepeer cannot be restarted to load the file"
-            return Flushed(resolution, kind, digest, error=ConditionResult("False", "WorkloadNotFound", message))
+            return Flushed(
+                resolution, kind, digest, error=ConditionResult("False", "WorkloadNotFound", message)
+            )
         return Flushed(resolution, kind, digest)
 
     async def _store(self, namespace: str, orchestrator: str, rendered: str, *, secret: bool) -> None:
@@ -237,7 +247,13 @@ class AiModelsWriter:
             return  # already stored (e.g. by the operator before it restarted)
         await self.kube.ensure(desired, observed)
         self.writes += 1
-        logger.info("aiModels.json written to %s %s/%s (%s)", desired["kind"], namespace, name, desired["metadata"]["annotations"][aimodels.CHECKSUM_ANNOTATION][:12])
+        logger.info(
+            "aiModels.json written to %s %s/%s (%s)",
+            desired["kind"],
+            namespace,
+            name,
+            desired["metadata"]["annotations"][aimodels.CHECKSUM_ANNOTATION][:12],
+        )
 
     async def _stamp(self, namespace: str, claims: Iterable[AiModelsClaim], digest: str) -> list[str]:
         assert self.kube is not None
@@ -263,7 +279,9 @@ class AiModelsWriter:
             return ConditionResult("Unknown", "NotAiModels", "capability is not in aiModels mode")
         key = claim.orchestrator_key
         claims = {c.key: c for c in self.claims(key)}
-        claims[claim.key] = aimodels.with_observation(claims.get(claim.key, claim), self._observations.get(claim.key))
+        claims[claim.key] = aimodels.with_observation(
+            claims.get(claim.key, claim), self._observations.get(claim.key)
+        )
         current = aimodels.resolve(claims.values())
         if claim.key in current.conflicts:
             return ConditionResult(
@@ -275,7 +293,9 @@ class AiModelsWriter:
             )
         name = aimodels.object_name(claim.orchestrator)
         if claim.key in current.waiting:
-            return ConditionResult("False", "WaitingForWorker", f"listed in {name} once the worker Service answers /health")
+            return ConditionResult(
+                "False", "WaitingForWorker", f"listed in {name} once the worker Service answers /health"
+            )
         outcome = self._outcomes.get(key)
         if outcome is None:
             return ConditionResult("Unknown", "Pending", f"{name} not written yet")

@@ -97,7 +97,9 @@ async def read_required_secret(kube: Kube, namespace: str, ref: SecretKeyRef, wh
     except KubeError as exc:
         raise OrchestratorError("SecretNotFound", f"{what} Secret {ref.name}: {exc}") from exc
     if value is None:
-        raise OrchestratorError("SecretNotFound", f"{what} Secret {ref.name} key {ref.key} not found in {namespace}")
+        raise OrchestratorError(
+            "SecretNotFound", f"{what} Secret {ref.name} key {ref.key} not found in {namespace}"
+        )
     return value.strip()
 
 
@@ -134,9 +136,17 @@ class ByocRegistrar:
     def _inputs(self, view: CapabilityView) -> str:
         spec = view.spec
         return json.dumps(
-            [view.endpoint, view.capacity, view.worker_available, spec.capability.model_dump(mode="json"),
-             spec.pricing.model_dump(mode="json"), spec.orchestrator.model_dump(mode="json"),
-             spec.serving.token_secret_ref.model_dump(mode="json") if spec.serving.token_secret_ref else None],
+            [
+                view.endpoint,
+                view.capacity,
+                view.worker_available,
+                spec.capability.model_dump(mode="json"),
+                spec.pricing.model_dump(mode="json"),
+                spec.orchestrator.model_dump(mode="json"),
+                spec.serving.token_secret_ref.model_dump(mode="json")
+                if spec.serving.token_secret_ref
+                else None,
+            ],
             sort_keys=True,
         )
 
@@ -150,7 +160,9 @@ class ByocRegistrar:
             state.synced_at = time.monotonic()
             return await self._sync_locked(view, kube, state, time.monotonic())
 
-    async def _sync_locked(self, view: CapabilityView, kube: Kube, state: _State, now: float) -> ConditionResult:
+    async def _sync_locked(
+        self, view: CapabilityView, kube: Kube, state: _State, now: float
+    ) -> ConditionResult:
         if not view.worker_available or view.capacity <= 0:
             if state.registered_at is not None:
                 await self._unregister_quietly(view, kube, state)
@@ -172,7 +184,9 @@ class ByocRegistrar:
             state.failures += 1
             delay = self.backoff.delay(state.failures)
             state.next_attempt = now + delay
-            state.condition = ConditionResult("False", exc.reason, f"{exc.message} (next attempt in {delay:.0f}s)")
+            state.condition = ConditionResult(
+                "False", exc.reason, f"{exc.message} (next attempt in {delay:.0f}s)"
+            )
             logger.warning("byoc %s: %s", view.key, state.condition.message)
             return state.condition
         state.failures = 0
@@ -188,14 +202,21 @@ class ByocRegistrar:
     async def _register(self, view: CapabilityView, kube: Kube, state: _State) -> None:
         ref = view.spec.orchestrator
         if ref.url is None or ref.secret_ref is None:
-            raise OrchestratorError("InvalidOrchestrator", "orchestrator.url and orchestrator.secretRef are required")
+            raise OrchestratorError(
+                "InvalidOrchestrator", "orchestrator.url and orchestrator.secretRef are required"
+            )
         secret = await read_required_secret(kube, view.namespace, ref.secret_ref, "orchSecret")
         token_ref = view.spec.serving.token_secret_ref
-        token = await read_required_secret(kube, view.namespace, token_ref, "worker token") if token_ref else None
+        token = (
+            await read_required_secret(kube, view.namespace, token_ref, "worker token") if token_ref else None
+        )
         tls = await tls_choice(kube, view.namespace, ref)
         body = registration_body(view, token)
         url = base_url(ref)
-        moved = state.registered_at is not None and (state.orchestrator_url, state.name) != (url, body["name"])
+        moved = state.registered_at is not None and (state.orchestrator_url, state.name) != (
+            url,
+            body["name"],
+        )
         async with http.client(tls, self.timeout_s) as client:
             if moved:
                 # The name or the orchestrator changed: take the old entry down first (best effort).
@@ -203,7 +224,11 @@ class ByocRegistrar:
                     await self._post_unregister(client, state.orchestrator_url, secret, state.name)
             self.attempts += 1
             response = await http.post(
-                client, url + REGISTER_PATH, secret=secret, content=encode(body), content_type="application/json"
+                client,
+                url + REGISTER_PATH,
+                secret=secret,
+                content=encode(body),
+                content_type="application/json",
             )
             http.raise_for_answer(response, "register")
         state.orchestrator_url, state.name = url, str(body["name"])
@@ -269,7 +294,9 @@ class ByocRegistrar:
 
     def _ensure_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
-            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever(), name="byoc-reregister")
+            self._ticker = asyncio.get_running_loop().create_task(
+                self._tick_forever(), name="byoc-reregister"
+            )
 
     async def _tick_forever(self) -> None:
         period = max(0.05, min(self.reregister_s, self.backoff.initial_s) / 2)
@@ -301,7 +328,10 @@ class ByocRegistrar:
                         continue
                     before = state.condition
                     after = await self._sync_locked(view, kube, state, time.monotonic())
-                if self._trigger is not None and (after.status, after.reason) != (before.status, before.reason):
+                if self._trigger is not None and (after.status, after.reason) != (
+                    before.status,
+                    before.reason,
+                ):
                     self._trigger((view.namespace, view.name))
 
     def condition(self, key: str) -> ConditionResult | None:

@@ -66,7 +66,9 @@ async def post(
 ) -> httpx.Response:
     """POST with the raw orchSecret as Authorization (go-livepeer compares it verbatim)."""
     try:
-        return await http.post(url, content=content, headers={"Authorization": secret, "Content-Type": content_type})
+        return await http.post(
+            url, content=content, headers={"Authorization": secret, "Content-Type": content_type}
+        )
     except httpx.TimeoutException as exc:
         raise OrchestratorError("Timeout", f"no answer from {url} within {http.timeout.read}s") from exc
     except httpx.TransportError as exc:
@@ -85,7 +87,8 @@ def raise_for_answer(response: httpx.Response, what: str) -> None:
     body = response.text.strip()[:300]
     if response.status_code == 400 and "invalid authorization" in body:
         raise OrchestratorError(
-            "OrchestratorUnauthorized", f"{what}: the orchestrator rejected the orchSecret (400 invalid authorization)"
+            "OrchestratorUnauthorized",
+            f"{what}: the orchestrator rejected the orchSecret (400 invalid authorization)",
         )
     if response.status_code == 400:
         raise OrchestratorError("OrchestratorRejected", f"{what}: 400 {body}")

@@ -47,7 +47,9 @@ def summarize(states: Sequence[dict[str, Any]]) -> ConditionResult:
         return ConditionResult("True", "Registered", f"{total}/{total} pods heartbeating (runners {ids})")
     detail = f"{errors[0].get('reason')}: {errors[0].get('message')}" if errors else "registration pending"
     if registered:
-        return ConditionResult("True", "PartiallyRegistered", f"{len(registered)}/{total} pods heartbeating; {detail}")
+        return ConditionResult(
+            "True", "PartiallyRegistered", f"{len(registered)}/{total} pods heartbeating; {detail}"
+        )
     reason = str(errors[0].get("reason") or "NotRegistered") if errors else "Pending"
     return ConditionResult("False", reason, f"0/{total} pods heartbeating; {detail}")
 
