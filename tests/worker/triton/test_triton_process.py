@@ -21,6 +21,8 @@ from lpbyoc_worker.tritonproc import (
     TritonInstall,
     TritonNotFound,
     TritonOptions,
+    TritonServer,
+    TritonStartError,
     locate_triton,
     prepare_runtime,
     server_argv,
@@ -165,3 +167,34 @@ def test_triton_subcommand_execs_the_server_which_drains_on_sigterm(
             process.kill()
             process.wait()
         log.close()
+
+
+def test_a_model_that_fails_to_load_stops_the_start_with_triton_log(tmp_path: Path) -> None:
+    model = tmp_path / "models" / "broken"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "X", data_type: TYPE_FP32, dims: [1] }]\n'
+        'output [{ name: "Y", data_type: TYPE_FP32, dims: [1] }]\n'
+        "instance_group [{ kind: KIND_CPU, count: 1 }]\n"
+    )
+    (model / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('weights are corrupt')\n"
+    )
+    http, grpc, metrics = free_ports(3)
+    options = TritonOptions(
+        model_repository=tmp_path / "models",
+        models=("broken",),
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+    )
+    server = TritonServer(options, runtime_dir=tmp_path / "rt")
+    started = time.monotonic()
+    with pytest.raises(TritonStartError, match="weights are corrupt") as caught:
+        server.start(timeout=60)
+    assert time.monotonic() - started < 30, "the exit is noticed, not waited out"
+    assert "exited with code" in str(caught.value)
+    assert not server.running
