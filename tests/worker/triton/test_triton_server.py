@@ -121,6 +121,24 @@ async def test_forgotten_registrations_fall_back_then_register_again(
         assert set(client.shared_memory_regions) <= registered(admin)
 
 
+async def test_a_request_that_times_out_never_shares_its_regions_again(
+    triton_server: RunningTriton, admin: grpcclient.InferenceServerClient
+) -> None:
+    """Triton may still write a timed-out request's output: that slot must not serve the next request."""
+    x = frames(1, 512, 512)
+    async with TritonInference(triton_server.grpc_url) as client:
+        await client.infer(x)
+        first = set(client.shared_memory_regions)
+        client.timeout_s = 0.0005
+        with pytest.raises(TritonUnavailable):
+            await client.infer(x)
+        client.timeout_s = 30
+        assert not first & set(client.shared_memory_regions), "the timed-out slot was retired"
+        np.testing.assert_allclose(await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6)
+        assert client.transport == "grpc+shm"
+        assert not first & registered(admin), "retired regions are unregistered at the next registration"
+
+
 async def test_output_larger_than_its_region_is_answered_and_the_region_grows(
     triton_server: RunningTriton, admin: grpcclient.InferenceServerClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

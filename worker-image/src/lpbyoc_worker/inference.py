@@ -208,37 +208,41 @@ class _SharedMemoryRegions:
         self._counter = itertools.count()
         self._free: list[_Slot] = []
         self._all: list[_Slot] = []
+        self.stale_names: list[str] = []
 
-    def take(self, input_bytes: int) -> tuple[_Slot, _Slot | None]:
-        """A slot with room for `input_bytes`; and the slot it replaces (to unregister), if any."""
+    def take(self, input_bytes: int) -> _Slot:
+        """A free slot with room for `input_bytes` (a free slot that is too small is replaced)."""
         slot = self._free.pop() if self._free else None
         output_bytes = max(input_bytes * self.output_factor, MIN_REGION_BYTES)
         if slot is not None and slot.input.size >= input_bytes and slot.output.size >= output_bytes:
-            return slot, None
+            return slot
+        if slot is not None:
+            self.retire(slot)
         index = next(self._counter)
-        size = max(input_bytes, MIN_REGION_BYTES)
         fresh = _Slot(
-            input=_Region(f"{self.prefix}-{index}-in", size),
+            input=_Region(f"{self.prefix}-{index}-in", max(input_bytes, MIN_REGION_BYTES)),
             output=_Region(f"{self.prefix}-{index}-out", output_bytes),
         )
         self._all.append(fresh)
-        if slot is not None:
-            self._all.remove(slot)
-        return fresh, slot
+        return fresh
 
     def give_back(self, slot: _Slot) -> None:
         self._free.append(slot)
 
-    def slots(self) -> list[_Slot]:
-        return list(self._all)
+    def retire(self, slot: _Slot) -> None:
+        """Never reuse `slot`: unlink it here now, unregister it from Triton at the next registration.
 
-    def forget(self, slot: _Slot) -> None:
+        Also for requests that ended without Triton's answer (timeout, cancel): Triton may still write
+        their output, so the region must not serve another request. Triton's own mapping stays valid.
+        """
         if slot in self._all:
             self._all.remove(slot)
-        if slot in self._free:
-            self._free.remove(slot)
-        slot.input.destroy()
-        slot.output.destroy()
+        for region in (slot.input, slot.output):
+            region.destroy()
+            self.stale_names.append(region.name)
+
+    def slots(self) -> list[_Slot]:
+        return list(self._all)
 
 
 class TritonInference:
@@ -382,13 +386,15 @@ class TritonInference:
         """One request through shared memory; None when it could not be done that way (use plain gRPC)."""
         import tritonclient.grpc.aio as grpc_aio
 
-        client = self._get_client()
         (name, array), output_name = next(iter(arrays.items())), signature.outputs[0].name
-        slot, replaced = regions.take(array.nbytes)
         try:
-            if replaced is not None:
-                await self._unregister(replaced)
-                regions.forget(replaced)
+            slot = regions.take(array.nbytes)
+        except OSError as exc:  # /dev/shm full or missing
+            regions.enabled = False
+            log.warning("cannot create shared memory regions, using plain gRPC: %s", exc)
+            return None
+        answered = True  # False while Triton may still write into the slot's output region
+        try:
             if slot.registered_generation != regions.generation and not await self._register(slot, regions):
                 return None
             slot.input.write(array)
@@ -396,13 +402,18 @@ class TritonInference:
             wire.set_shared_memory(slot.input.name, array.nbytes)
             requested = grpc_aio.InferRequestedOutput(output_name)
             requested.set_shared_memory(slot.output.name, slot.output.size)
+            answered = False
             try:
-                result = await self._call(client.infer(self.model_name, [wire], outputs=[requested]))
+                result = await self._call(
+                    self._get_client().infer(self.model_name, [wire], outputs=[requested])
+                )
             except (InvalidInput, InferenceFailed) as exc:
+                answered = True
                 if "shared memory" not in str(exc).lower():
                     raise
                 self._shm_failed(regions, slot, str(exc), array.nbytes)
                 return None
+            answered = True
             meta = result.get_output(output_name)
             if meta is None:
                 raise InferenceFailed(f"Triton returned no {output_name} output")
@@ -410,10 +421,17 @@ class TritonInference:
             regions.failures = 0
             return {output_name: slot.output.read(shape, np.dtype(triton_to_np_dtype(meta.datatype)))}
         finally:
-            regions.give_back(slot)
+            if answered:
+                regions.give_back(slot)
+            else:
+                regions.retire(slot)
 
     async def _register(self, slot: _Slot, regions: _SharedMemoryRegions) -> bool:
         client = self._get_client()
+        while regions.stale_names:
+            with contextlib.suppress(TritonError):
+                await self._call(client.unregister_system_shared_memory(regions.stale_names[-1]))
+            regions.stale_names.pop()
         for region in (slot.input, slot.output):
             # A name from an earlier generation may still be registered (Triton did not restart).
             try:
@@ -426,12 +444,6 @@ class TritonInference:
                 return False
         slot.registered_generation = regions.generation
         return True
-
-    async def _unregister(self, slot: _Slot) -> None:
-        client = self._get_client()
-        for region in (slot.input, slot.output):
-            with contextlib.suppress(TritonError):
-                await self._call(client.unregister_system_shared_memory(region.name))
 
     def _shm_failed(self, regions: _SharedMemoryRegions, slot: _Slot, message: str, input_bytes: int) -> None:
         slot.registered_generation = -1  # e.g. a restarted Triton that no longer knows the region
@@ -466,9 +478,12 @@ class TritonInference:
     async def close(self) -> None:
         if self._shm is not None:
             for slot in self._shm.slots():
-                if self._client is not None and slot.registered_generation == self._shm.generation:
-                    await self._unregister(slot)
-                self._shm.forget(slot)
+                self._shm.retire(slot)
+            if self._client is not None:
+                for name in self._shm.stale_names:
+                    with contextlib.suppress(TritonError):
+                        await self._call(self._client.unregister_system_shared_memory(name))
+            self._shm.stale_names.clear()
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
