@@ -115,6 +115,7 @@ def test_print_command_and_missing_repository(tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert code == 0
     assert "--http-port=9100" in out and f"--model-repository={tmp_path}" in out
+    assert not (tmp_path / "rt").exists(), "printing the command copies nothing"
     assert worker_main(["triton", "--model-repository", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from lpbyoc_worker.tritonproc.install import (
+    TritonInstall,
     TritonNotFound,
     locate_triton,
     prepare_runtime,
@@ -62,8 +63,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         install = locate_triton(args.tritonserver)
-        runtime_dir = args.runtime_dir or Path(tempfile.mkdtemp(prefix="lpbyoc-triton-"))
-        install = prepare_runtime(install, runtime_dir)
+        if args.print_command and install.needs_runtime_copy:
+            # Show where the runtime tree would go without copying it.
+            runtime_dir = args.runtime_dir or Path(tempfile.gettempdir()) / "lpbyoc-triton-XXXXXX"
+            install = TritonInstall(root=runtime_dir, libs_dir=install.libs_dir)
+        elif install.needs_runtime_copy:
+            runtime_dir = args.runtime_dir or Path(tempfile.mkdtemp(prefix="lpbyoc-triton-"))
+            install = prepare_runtime(install, runtime_dir)
     except (TritonNotFound, OSError) as exc:
         print(f"triton: error: {exc}", file=sys.stderr)
         return 2
