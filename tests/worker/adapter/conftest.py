@@ -29,7 +29,7 @@ async def start_adapter(triton_server: RunningTriton) -> AsyncIterator[AdapterFa
     started: list[Adapter] = []
 
     async def factory(
-        *, gated: bool = False, model_name: str | None = None, **overrides: Any
+        *, gated: bool = False, model_name: str | None = None, live_runner: Any = None, **overrides: Any
     ) -> RunningAdapter:
         settings = AdapterSettings(
             **{
@@ -43,7 +43,7 @@ async def start_adapter(triton_server: RunningTriton) -> AsyncIterator[AdapterFa
         )
         inner = TritonInference(triton_server.grpc_url, model_name or triton_server.model_name, timeout_s=10)
         backend: Any = GatedInference(inner) if gated else inner
-        adapter = Adapter(settings, backend)
+        adapter = Adapter(settings, backend, live_runner=live_runner)
         await adapter.start()
         started.append(adapter)
         return RunningAdapter(adapter=adapter, url=f"http://127.0.0.1:{adapter.port}", backend=backend)

@@ -293,3 +293,21 @@ async def test_health_version_hardware(start_adapter: AdapterFactory, http: aioh
             assert (await resp.json())["model_id"] == MODEL_ID
     async with http.get(f"{running.url}/registration") as resp:
         assert resp.status == 404
+
+
+async def test_image_to_image_body_limit_and_missing_image(
+    start_adapter: AdapterFactory, http: aiohttp.ClientSession
+) -> None:
+    running = await start_adapter(max_body_bytes=4096)
+    big = aiohttp.FormData()
+    big.add_field("prompt", "x")
+    big.add_field("image", png(random_rgb(64, 64)), filename="in.png", content_type="image/png")
+    async with http.post(f"{running.url}/image-to-image", data=big) as resp:
+        assert resp.status == 413
+        assert "4096" in (await resp.json())["detail"]["msg"]
+    no_image = aiohttp.FormData()
+    no_image.add_field("prompt", "x")
+    no_image.add_field("image", "not a file")
+    async with http.post(f"{running.url}/image-to-image", data=no_image) as resp:
+        assert resp.status == 422
+        assert (await resp.json())["detail"]["msg"] == "Field 'image' is required and must be a file."

@@ -22,6 +22,8 @@ from .schema import validate_job_input
 from .settings import AdapterSettings
 
 JSON_TYPE = "application/json"
+# Forms as FastAPI (ai-runner) reads them; only multipart can carry the image file.
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 @dataclass
@@ -191,7 +193,7 @@ class JobHandlers:
     async def _image_to_image(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         timings = Timings()
-        if request.content_type != "multipart/form-data":
+        if request.content_type not in FORM_TYPES:
             raise RequestError(
                 415, f"Unsupported Content-Type '{request.content_type}'; send multipart/form-data."
             )
