@@ -90,16 +90,17 @@ def prefetch_download(hub_url: str, repo: str, target: Path) -> int:
     return result.bytes_downloaded
 
 
-def timed(fn: Callable[[], int]) -> tuple[float, int]:
-    start = time.perf_counter()
+def timed(fn: Callable[[], int]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds of this process (all threads), bytes."""
+    start, cpu = time.perf_counter(), time.process_time()
     nbytes = fn()
-    return time.perf_counter() - start, nbytes
+    return time.perf_counter() - start, time.process_time() - cpu, nbytes
 
 
 def b6_case(name: str, files: FileSpec, rounds: int, scratch: Path) -> dict[str, object]:
     repo = f"bench/{name}"
     paths = sorted(files)
-    raw_rates, pre_rates = [], []
+    runs: dict[str, list[tuple[float, float]]] = {"raw": [], "prefetch": []}  # (bytes/s, cpu s/GB)
     with hub_process({repo: files}) as (hub_url, shas):
         sha = shas[repo]
         for round_no in range(-1, rounds):  # round -1 warms both paths up and is not counted
@@ -108,22 +109,23 @@ def b6_case(name: str, files: FileSpec, rounds: int, scratch: Path) -> dict[str,
                 target = scratch / f"{kind}-{round_no}"
                 target.mkdir()
                 if kind == "raw":
-                    seconds, nbytes = timed(lambda t=target: raw_download(hub_url, repo, sha, paths, t))
-                    rates = raw_rates
+                    seconds, cpu, nbytes = timed(lambda t=target: raw_download(hub_url, repo, sha, paths, t))
                 else:
-                    seconds, nbytes = timed(lambda t=target: prefetch_download(hub_url, repo, t))
-                    rates = pre_rates
+                    seconds, cpu, nbytes = timed(lambda t=target: prefetch_download(hub_url, repo, t))
                 if round_no >= 0:
-                    rates.append(nbytes / seconds)
+                    runs[kind].append((nbytes / seconds, cpu / (nbytes / 1e9)))
                 shutil.rmtree(target)
                 os.sync()  # each run starts without the previous one's dirty pages to write back
-    raw, pre = statistics.median(raw_rates), statistics.median(pre_rates)
+    raw = statistics.median(r for r, _ in runs["raw"])
+    pre = statistics.median(r for r, _ in runs["prefetch"])
+    raw_cpu = statistics.median(c for _, c in runs["raw"])
+    pre_cpu = statistics.median(c for _, c in runs["prefetch"])
     total = sum(size for size, _ in files.values())
     return {
         "case": f"B6 {name}",
         "payload": f"{len(files)} x {total // len(files) / MB:.0f} MB",
-        "baseline": f"raw httpx {raw / MB:.0f} MB/s",
-        "measured": f"prefetch {pre / MB:.0f} MB/s",
+        "baseline": f"raw httpx {raw / MB:.0f} MB/s, {raw_cpu:.2f} cpu-s/GB",
+        "measured": f"prefetch {pre / MB:.0f} MB/s, {pre_cpu:.2f} cpu-s/GB",
         "ratio": pre / raw,
         "target": ">= 0.80",
         "ok": pre / raw >= 0.8,
