@@ -186,3 +186,22 @@ def test_the_token_never_appears_in_output_logs_or_the_result(hub: FakeHub, cach
     assert all(r.authorization for r in hub.requests)
     for text in (ok_out, ok_err, bad_out, bad_err, (tmp_path / "ok").read_text(), (tmp_path / "bad").read_text()):
         assert token not in text
+
+
+def test_lfs_bytes_from_a_cdn_host_resume_there_without_the_token(hub: FakeHub, cache: Path, run_prefetch) -> None:
+    """As on the Hub, LFS files redirect to a CDN host with ETags of its own."""
+    token = "hf_cdnTOKEN"
+    size = 3 * MIB
+    hub.cdn_redirect = True
+    sha = hub.add_repo(REPO, {"w.bin": PatternBlob(size), "config.json": b"{}"}, token=token)
+    hub.cut(REPO, "w.bin", after_bytes=MIB, times=1)
+
+    outcome = run_prefetch(token=token)
+
+    assert outcome.code == 0, outcome.stderr
+    cdn = [r for r in hub.requests if r.path.startswith("/cdn/")]
+    assert [r.range for r in cdn] == [None, f"bytes={MIB}-"]  # resumed on the CDN, not restarted
+    assert not any(r.authorization for r in cdn)
+    assert all(r.authorization for r in hub.requests if not r.path.startswith("/cdn/"))
+    assert hub.served(REPO, "w.bin") == size
+    assert verify(cache, REPO, sha, check_hash=True) == []

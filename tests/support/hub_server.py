@@ -188,6 +188,9 @@ class FakeHub:
         self._release = threading.Event()
         self._commit_counter = 0
         self.url = ""
+        # When True, LFS files answer 302 to `cdn_url` (same server, another host name), as the Hub does.
+        self.cdn_redirect = False
+        self.cdn_url = ""
 
     # ----- repos -----------------------------------------------------------------------------
     def add_repo(
@@ -296,6 +299,7 @@ class FakeHub:
 
 _API_RE = re.compile(r"^/api/models/(?P<rest>.+)$")
 _RESOLVE_RE = re.compile(r"^/(?P<repo>[^/]+(?:/[^/]+)?)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+_CDN_RE = re.compile(r"^/cdn/(?P<repo>[^/]+(?:/[^/]+)?)/(?P<sha256>[0-9a-f]{64})/(?P<path>.+)$")
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -335,6 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if url.path.startswith("/api/models/"):
                 record.status = self._api(url.path, parse_qs(url.query), head=head)
+            elif (match := _CDN_RE.match(url.path)) is not None:
+                record.status = self._cdn(
+                    unquote(match["repo"]), match["sha256"], unquote(match["path"]), head=head
+                )
             elif (match := _RESOLVE_RE.match(url.path)) is not None:
                 record.status = self._resolve(
                     unquote(match["repo"]), unquote(match["rev"]), unquote(match["path"]), head=head
@@ -418,16 +426,42 @@ class _Handler(BaseHTTPRequestHandler):
         served = files.get(path)
         if served is None:
             raise _Refused(404, "EntryNotFound", f"{path} does not exist at {revision}")
-        fault = None if head else self.hub._take_fault(repo_id, path)
+        linked = {"X-Repo-Commit": sha}
+        if served.lfs:
+            linked.update({"X-Linked-Etag": f'"{served.sha256}"', "X-Linked-Size": str(served.content.size)})
+        if served.lfs and self.hub.cdn_redirect:
+            # Like the Hub: LFS bytes come from a CDN on another host, named by the content hash.
+            self.send_response(302)
+            self.send_header("Location", f"{self.hub.cdn_url}/cdn/{repo_id}/{served.sha256}/{path}")
+            for name, value in linked.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return 302
+        return self._send_content(repo_id, served, f'"{served.etag()}"', linked, head=head)
+
+    def _cdn(self, repo_id: str, sha256: str, path: str, *, head: bool) -> int:
+        repo = self.hub.repos.get(repo_id)
+        served = next(
+            (f for commit in (repo.commits.values() if repo else []) for f in commit.values()
+             if f.path == path and f.sha256 == sha256),
+            None,
+        )
+        if served is None:
+            raise _Refused(404, None, "no such object")
+        return self._send_content(repo_id, served, f'"cdn-{sha256[:16]}"', {}, head=head)
+
+    def _send_content(
+        self, repo_id: str, served: ServedFile, etag: str, extra: dict[str, str], *, head: bool
+    ) -> int:
+        fault = None if head else self.hub._take_fault(repo_id, served.path)
         if fault is not None and fault.kind == "status":
             raise _Refused(fault.status, None, f"injected HTTP {fault.status}")
-
         size = served.content.size
         start, end = 0, size - 1
         status = 200
         range_header = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        etag = f'"{served.etag()}"'
         if range_header and (if_range is None or if_range == etag):
             match = _RANGE_RE.match(range_header.strip())
             if match is None or (not match[1] and not match[2]):
@@ -451,10 +485,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(length))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", etag)
-        self.send_header("X-Repo-Commit", sha)
-        if served.lfs:
-            self.send_header("X-Linked-Etag", etag)
-            self.send_header("X-Linked-Size", str(size))
+        for name, value in extra.items():
+            self.send_header(name, value)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
@@ -522,6 +554,7 @@ def serve_hub(host: str = "127.0.0.1", port: int = 0) -> Iterator[FakeHub]:
     handler = type("BoundHandler", (_Handler,), {"hub": hub})
     server = _QuietServer((host, port), handler)
     hub.url = f"http://{host}:{server.server_address[1]}"
+    hub.cdn_url = f"http://localhost:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, name="fake-hub", daemon=True)
     thread.start()
     try:
