@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
+import time
 from pathlib import Path
 
 import httpx
+from lpbyoc_worker.prefetch.progress import Progress
+from lpbyoc_worker.prefetch.snapshot import PrefetchRequest, prefetch
 from lpbyoc_worker.prefetch.transfer import ETAG_SUFFIX
 from lpbyoc_worker.weights import MARKER_NAME, SnapshotError, find_snapshot, partial_dir, snapshot_dir, verify
 from prometheus_client.parser import text_string_to_metric_families
@@ -204,4 +208,32 @@ def test_lfs_bytes_from_a_cdn_host_resume_there_without_the_token(hub: FakeHub, 
     assert not any(r.authorization for r in cdn)
     assert all(r.authorization for r in hub.requests if not r.path.startswith("/cdn/"))
     assert hub.served(REPO, "w.bin") == size
+    assert verify(cache, REPO, sha, check_hash=True) == []
+
+
+def test_two_runs_for_the_same_commit_at_once_download_it_once(hub: FakeHub, cache: Path) -> None:
+    """A branch and its sha (two Jobs) racing on one volume: the second waits for the first's lock."""
+    size = 2 * MIB
+    sha = hub.add_repo(REPO, {"w.bin": PatternBlob(size), "config.json": b"{}"})
+    hub.stall(REPO, "w.bin", after_bytes=MIB, seconds=30)
+    results: dict[str, object] = {}
+
+    def run(revision: str) -> None:
+        request = PrefetchRequest(repo=REPO, revision=revision, cache_dir=cache, endpoint=hub.url)
+        results[revision] = prefetch(request, Progress())
+
+    first = threading.Thread(target=run, args=("main",))
+    first.start()
+    wait_until(lambda: hub.served(REPO, "w.bin") >= MIB)
+    second = threading.Thread(target=run, args=(sha,))
+    second.start()
+    wait_until(lambda: sum(r.path.endswith(f"/revision/{sha}") for r in hub.requests) == 1)
+    time.sleep(0.3)  # room for the second run to (wrongly) start its own download
+    assert [r.range for r in hub.requests if r.method == "GET" and r.path.endswith("/w.bin")] == [None]
+    hub.release_stalls()
+    first.join(30)
+    second.join(30)
+
+    assert hub.served(REPO, "w.bin") == size
+    assert results["main"].bytes_downloaded == size + 2 and results[sha].bytes_downloaded == 0
     assert verify(cache, REPO, sha, check_hash=True) == []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +59,11 @@ def prefetch(request: PrefetchRequest, progress: Progress) -> Result:
     log.info("%s@%s is commit %s: %d files, %d bytes", plan.repo, plan.revision, plan.sha, len(plan.files),
              plan.total_bytes)
     progress.start(sha=plan.sha, bytes_total=plan.total_bytes, files_total=len(plan.files))
+    with snapshot_lock(request.cache_dir, plan.repo, plan.sha):
+        return _complete_snapshot(request, plan, progress)
+
+
+def _complete_snapshot(request: PrefetchRequest, plan: Plan, progress: Progress) -> Result:
     snap = snapshot_dir(request.cache_dir, plan.repo, plan.sha)
     partial = partial_dir(request.cache_dir, plan.repo, plan.sha)
 
@@ -100,6 +107,26 @@ def prefetch(request: PrefetchRequest, progress: Progress) -> Result:
     _remove_partial(request.cache_dir, partial)
     progress.set_state("done")
     return _result(plan, f"downloaded {progress.bytes_downloaded} bytes", downloaded=progress.bytes_downloaded)
+
+
+@contextlib.contextmanager
+def snapshot_lock(cache_dir: Path, repo: str, sha: str) -> Iterator[None]:
+    """One writer per (repo, sha): a branch and its sha, or two pattern sets, may be two Jobs at once.
+
+    The lock file stays (unlinking a lock file others wait on would let two writers in).
+    """
+    partial = partial_dir(cache_dir, repo, sha)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial.parent / f"{sha}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another prefetch of %s@%s is running; waiting for it", repo, sha[:12])
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _result(plan: Plan, detail: str, *, downloaded: int) -> Result:

@@ -48,7 +48,6 @@ class TransferSettings:
     max_retries: int = 5
     backoff_initial: float = 2.0
     backoff_max: float = 60.0
-    connect_timeout: float = 30.0
 
     def backoff(self, failures: int) -> float:
         """Bounded exponential backoff before retry number `failures` (1-based)."""
@@ -127,7 +126,7 @@ class HashPipeline:
 
 
 class FileFetcher:
-    """Fetches files of one (repo, sha) into `partial_root`, sharing one HTTP client between threads."""
+    """Fetches files of one (repo, sha) into `partial_root`; one instance serves all download threads."""
 
     def __init__(
         self,
