@@ -88,7 +88,11 @@ async def serve(settings: AdapterSettings, args: argparse.Namespace, live_runner
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await adapter.start()
+    try:
+        await adapter.start()
+    except OSError:
+        await adapter.close()
+        raise
     await stop.wait()
     log.info("stopping: draining in-flight jobs for up to %.0fs", settings.drain_seconds)
     finished = await adapter.drain()
@@ -107,4 +111,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("invalid settings: %s", exc)
         return 2
-    return asyncio.run(serve(settings, args, live_runner))
+    try:
+        return asyncio.run(serve(settings, args, live_runner))
+    except OSError as exc:
+        # Typically the port is taken or the address is not ours.
+        log.error("cannot serve on %s:%s: %s", settings.host, settings.port, exc)
+        return 1

@@ -150,7 +150,8 @@ class JobHandlers:
 
         accept = request.headers.get("Accept", "")
         if imaging.RAW_TENSOR_TYPE in accept:
-            raw = np.ascontiguousarray(output, dtype="<f4").tobytes()
+            # A view of Triton's response buffer: no copy of the (possibly large) tensor.
+            raw = np.ascontiguousarray(output, dtype="<f4").data.cast("B")
             total = self._observe("infer", started, timings)
             return web.Response(
                 body=raw,
