@@ -56,9 +56,9 @@ run: ## Run the operator against the current kubeconfig context (namespace-scope
 	$(BIN)/lpbyoc run $(RUN_ARGS)
 
 .PHONY: crd
-crd: ## Regenerate crds/ and the chart's copy from the spec model
+crd: ## Regenerate crds/ from the spec model, and the chart's generated files (RBAC rules, CRD link)
 	$(BIN)/lpbyoc crd > crds/livepeer.org_livepeercapabilities.yaml
-	@if [ -d charts/livepeer-byoc-operator/crds ]; then cp crds/livepeer.org_livepeercapabilities.yaml charts/livepeer-byoc-operator/crds/; fi
+	$(BIN)/python charts/generate.py
 
 .PHONY: clean
 clean: ## Remove the venv and caches
