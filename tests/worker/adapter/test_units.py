@@ -6,11 +6,13 @@ import asyncio
 
 import pytest
 from lpbyoc_worker.adapter.app import bearer_token_ok, is_protected
+from lpbyoc_worker.adapter.backend import triton_error
 from lpbyoc_worker.adapter.errors import RequestError
 from lpbyoc_worker.adapter.gate import CapacityExceeded, CapacityGate
 from lpbyoc_worker.adapter.live import LatestFramePicker
 from lpbyoc_worker.adapter.metrics import AdapterMetrics
 from lpbyoc_worker.adapter.schema import published_schema, validate_job_input
+from lpbyoc_worker.inference import InferenceFailed, InvalidInput, TritonUnavailable
 
 
 def test_schema_accepts_valid_and_names_the_bad_field() -> None:
@@ -76,3 +78,14 @@ async def test_picker_keeps_newest_frames_and_counts_drops() -> None:
     assert await picker.process_video_queue(queue, timeout=1) is None
     assert picker.dropped == 5
     assert metrics.queue_drops._value.get() == 5
+
+
+def test_triton_errors_map_to_statuses_without_internals() -> None:
+    unavailable = triton_error(TritonUnavailable("Triton at 127.0.0.1:8011 unreachable"))
+    assert unavailable.status == 503 and unavailable.headers == {"Retry-After": "1"}
+    assert "unreachable" in unavailable.msg
+    failed = triton_error(InferenceFailed("python backend raised"))
+    assert failed.status == 502 and failed.msg.endswith("python backend raised")
+    assert triton_error(InvalidInput("dimension 0 must be 3")).status == 400
+    internal = triton_error(RuntimeError("secret internals /etc/passwd"))
+    assert internal.status == 500 and "secret" not in internal.msg

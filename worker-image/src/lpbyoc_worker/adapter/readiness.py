@@ -11,6 +11,8 @@ from .metrics import AdapterMetrics
 
 log = logging.getLogger(__name__)
 
+CHECK_TIMEOUT_SECONDS = 2.0
+
 
 class Readiness:
     def __init__(self, backend: InferenceBackend, poll_seconds: float, metrics: AdapterMetrics) -> None:
@@ -41,7 +43,8 @@ class Readiness:
 
     async def check_once(self) -> bool:
         try:
-            ready = await self._backend.is_model_ready()
+            # A hung Triton must turn readiness off, not freeze it at its last value.
+            ready = await asyncio.wait_for(self._backend.is_model_ready(), CHECK_TIMEOUT_SECONDS)
         except Exception as exc:  # any failure to ask means "not ready", never a crash
             log.debug("readiness check failed: %s", exc)
             ready = False
