@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from lpbyoc_worker.tritonproc import TritonOptions, TritonServer
+from lpbyoc_worker.tritonproc import TritonOptions, TritonServer, TritonStartError
 from lpbyoc_worker.weights import ManifestEntry, Marker, sha256_file, snapshot_dir, write_marker
 
 MODEL_NAME = "model"
 REPO_ID = "lpbyoc-test/tiny-conv"
 SNAPSHOT_SHA = "0123456789abcdef0123456789abcdef01234567"
 START_TIMEOUT_S = 60.0
+PORT_ATTEMPTS = 3
 # What the operator passes for a CPU capability with the spec's default tensors.
 DEFAULT_SERVING: dict[str, object] = {
     "modelFormat": "auto",
@@ -180,32 +181,41 @@ def running_triton(
     result = run_model_repo(weights_dir, repository, serving=serving, model_name=model_name, kind=kind)
     if result.returncode != 0:
         raise RuntimeError(f"model-repo failed ({result.returncode}): {result.stderr}")
-    http_port, grpc_port, metrics_port = free_ports(3)
-    server = TritonServer(
-        TritonOptions(
+    handle: RunningTriton | None = None
+    for attempt in range(PORT_ATTEMPTS):
+        http_port, grpc_port, metrics_port = free_ports(3)
+        server = TritonServer(
+            TritonOptions(
+                model_repository=repository,
+                models=(model_name,),
+                http_port=http_port,
+                grpc_port=grpc_port,
+                metrics_port=metrics_port,
+                exit_timeout_s=5,
+                gpu=kind == "KIND_GPU",
+            ),
+            runtime_dir=workdir / "triton",
+            log_path=workdir / f"tritonserver-{attempt}.log",
+        )
+        handle = RunningTriton(
+            server=server,
+            model_name=model_name,
+            torchscript_path=weights_dir / "model.pt",
             model_repository=repository,
-            models=(model_name,),
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            exit_timeout_s=5,
-            gpu=kind == "KIND_GPU",
-        ),
-        runtime_dir=workdir / "triton",
-        log_path=workdir / "tritonserver.log",
-    )
-    handle = RunningTriton(
-        server=server,
-        model_name=model_name,
-        torchscript_path=weights_dir / "model.pt",
-        model_repository=repository,
-        weights_dir=weights_dir,
-    )
+            weights_dir=weights_dir,
+        )
+        try:
+            handle.start()
+            break
+        except TritonStartError as exc:
+            # Another process took one of the free ports between our probe and Triton's bind.
+            if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                raise
+    assert handle is not None
     try:
-        handle.start()
         yield handle
     finally:
-        server.stop()
+        handle.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -199,3 +200,21 @@ def test_a_model_that_fails_to_load_stops_the_start_with_triton_log(tmp_path: Pa
     assert time.monotonic() - started < 30, "the exit is noticed, not waited out"
     assert "exited with code" in str(caught.value)
     assert not server.running
+
+
+def test_a_port_already_in_use_fails_the_start_with_the_reason(
+    triton_server: RunningTriton, tmp_path: Path
+) -> None:
+    """What the test fixture retries on (another process took a probed free port)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        _, grpc, metrics = free_ports(3)
+        options = TritonOptions(
+            model_repository=triton_server.model_repository,
+            http_port=taken.getsockname()[1],
+            grpc_port=grpc,
+            metrics_port=metrics,
+        )
+        with pytest.raises(TritonStartError, match="already in use"):
+            TritonServer(options, runtime_dir=tmp_path / "rt").start(timeout=60)

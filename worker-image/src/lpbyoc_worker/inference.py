@@ -395,6 +395,8 @@ class TritonInference:
             return None
         answered = True  # False while Triton may still write into the slot's output region
         try:
+            if regions.stale_names:
+                await self._unregister_stale(regions)
             if slot.registered_generation != regions.generation and not await self._register(slot, regions):
                 return None
             slot.input.write(array)
@@ -426,12 +428,18 @@ class TritonInference:
             else:
                 regions.retire(slot)
 
+    async def _unregister_stale(self, regions: _SharedMemoryRegions) -> None:
+        # Triton refuses while a late request still uses the region: those names are tried again later.
+        for name in list(regions.stale_names):
+            try:
+                await self._call(self._get_client().unregister_system_shared_memory(name))
+            except (InvalidInput, InferenceFailed):
+                continue
+            regions.stale_names.remove(name)
+
     async def _register(self, slot: _Slot, regions: _SharedMemoryRegions) -> bool:
         client = self._get_client()
-        while regions.stale_names:
-            with contextlib.suppress(TritonError):
-                await self._call(client.unregister_system_shared_memory(regions.stale_names[-1]))
-            regions.stale_names.pop()
+        await self._unregister_stale(regions)
         for region in (slot.input, slot.output):
             # A name from an earlier generation may still be registered (Triton did not restart).
             try:

@@ -107,9 +107,24 @@ def prepare_runtime(install: TritonInstall, runtime_dir: Path) -> TritonInstall:
         raise TritonNotFound(f"the pytriton wheel has no python backend stub for Python {version}")
     runtime_dir.mkdir(parents=True, exist_ok=True)
     for part in ("bin", "backends", "caches"):
-        shutil.copytree(install.root / part, runtime_dir / part, dirs_exist_ok=True)
-    shutil.copy2(stub, runtime_dir / "backends" / "python" / STUB_NAME)
+        shutil.copytree(
+            install.root / part, runtime_dir / part, dirs_exist_ok=True, copy_function=_copy_if_changed
+        )
+    _copy_if_changed(stub, runtime_dir / "backends" / "python" / STUB_NAME)
     return TritonInstall(root=runtime_dir, libs_dir=install.libs_dir)
+
+
+def _copy_if_changed(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    # A restarted server reuses its tree; rewriting a binary a dying stub still runs fails (ETXTBSY).
+    source_stat, target_path = os.stat(source), Path(target)
+    if target_path.exists():
+        target_stat = target_path.stat()
+        if (target_stat.st_size, int(target_stat.st_mtime)) == (
+            source_stat.st_size,
+            int(source_stat.st_mtime),
+        ):
+            return
+    shutil.copy2(source, target)
 
 
 def server_environment(install: TritonInstall, base: dict[str, str] | None = None) -> dict[str, str]:
