@@ -117,6 +117,9 @@ async def test_drain_finishes_in_flight_and_refuses_new(
     ) as r:
         assert r.status == 503 and r.headers["Retry-After"] == "1"
         assert (await r.json())["detail"]["msg"] == "The worker is shutting down."
+    start = {"gateway_request_id": "late", "subscribe_url": "http://127.0.0.1:9/in"}
+    async with http.post(f"{running.url}/stream/start", json=start) as r:
+        assert r.status == 503 and (await r.json())["detail"]["msg"] == "The worker is shutting down."
     assert not drain.done()
     running.backend.release.set()
     assert (await in_flight)[0] == 200

@@ -72,7 +72,7 @@ def heartbeat(orchestrator: OrchestratorDouble) -> LiveRunnerHeartbeat:
     )
 
 
-async def test_registers_only_once_the_model_is_ready_and_unregisters_on_close(
+async def test_registers_only_once_the_model_is_ready_and_unregisters_on_drain(
     start_adapter: AdapterFactory, http: aiohttp.ClientSession, orchestrator: OrchestratorDouble
 ) -> None:
     not_ready = await start_adapter(model_name="not-loaded", live_runner=heartbeat(orchestrator))
@@ -95,8 +95,12 @@ async def test_registers_only_once_the_model_is_ready_and_unregisters_on_close(
     assert "orch-secret" not in str(state) and "hb-secret" not in str(state)
     assert orchestrator.heartbeats[0]["runner_url"] == "http://10.0.0.7:8000"
     assert orchestrator.heartbeats[0]["capacity"] == 2
-    await running.adapter.close()
+    # Draining unregisters at once: no new sessions while in-flight work finishes.
+    await running.adapter.drain()
     assert orchestrator.unregistered == ["runner-1"]
+    async with http.get(f"{running.url}/registration") as resp:
+        assert (await resp.json())["state"] == "stopped"
+    await running.adapter.close()
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from pytrickle.server import StreamServer
 
-from .backend import InferenceBackend
+from .backend import RETRY_AFTER_SECONDS, InferenceBackend
 from .errors import RequestError, error_response
 from .gate import CapacityGate
 from .jobs import JobHandlers
@@ -30,6 +30,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Routes that do work for the orchestrator; with a token configured they need it.
 PROTECTED_PREFIXES = (JOB_PATH, "/image-to-image", "/stream/", "/live-video-to-video")
 UNAUTHORIZED_MSG = "Invalid bearer token."
+STREAM_START_PATHS = ("/stream/start", "/live-video-to-video")
 
 
 class LiveRunner(Protocol):
@@ -63,7 +64,11 @@ class Adapter:
         self.gate = CapacityGate(settings.capacity)
         self.readiness = Readiness(backend, settings.ready_poll_seconds, self.metrics)
         self.processor = TritonFrameProcessor(
-            backend, self.readiness, self.metrics, settings.max_pending_frames
+            backend,
+            self.readiness,
+            self.metrics,
+            settings.max_pending_frames,
+            stream_client=lambda: self.stream_server.current_client,
         )
         self.jobs = JobHandlers(settings, backend, self.gate, self.readiness, self.metrics)
         self.stream_server = StreamServer(
@@ -83,7 +88,6 @@ class Adapter:
                 {"method": "GET", "path": "/registration", "handler": self._registration},
             ],
         )
-        self.processor.current_client = lambda: self.stream_server.current_client
         self._runner: web.AppRunner | None = None
         self._live_runner_task: asyncio.Task[None] | None = None
 
@@ -107,6 +111,8 @@ class Adapter:
     async def drain(self) -> bool:
         """Refuse new work (readiness 503), wait for in-flight jobs; True when they all finished."""
         self.readiness.draining = True
+        # Unregister first, so the orchestrator stops routing new sessions here at once.
+        await self._stop_live_runner()
         finished = await self.gate.wait_idle(within=self.settings.drain_seconds)
         if not finished:
             log.warning("drain deadline passed with %d job(s) in flight", self.gate.in_flight)
@@ -118,14 +124,18 @@ class Adapter:
         assert self.live_runner is not None
         await self.live_runner.start()
 
-    async def close(self) -> None:
-        await self.stream_server.stop()
+    async def _stop_live_runner(self) -> None:
         if self._live_runner_task is not None:
             self._live_runner_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._live_runner_task
+            self._live_runner_task = None
         if self.live_runner is not None:
             await self.live_runner.stop()
+
+    async def close(self) -> None:
+        await self.stream_server.stop()
+        await self._stop_live_runner()
         await self.readiness.stop()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -143,6 +153,8 @@ class Adapter:
         ):
             # 401 makes the orchestrator drop the capability: only ever for a bad token.
             return error_response(401, UNAUTHORIZED_MSG)
+        if self.readiness.draining and request.path in STREAM_START_PATHS:
+            return error_response(503, "The worker is shutting down.", {"Retry-After": RETRY_AFTER_SECONDS})
         return await handler(request)
 
     @web.middleware

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -65,17 +66,22 @@ def batch_to_frame(batch: np.ndarray) -> torch.Tensor:
 
 class TritonFrameProcessor(FrameProcessor):
     def __init__(
-        self, backend: InferenceBackend, readiness: Readiness, metrics: AdapterMetrics, max_pending: int
+        self,
+        backend: InferenceBackend,
+        readiness: Readiness,
+        metrics: AdapterMetrics,
+        max_pending: int,
+        stream_client: Callable[[], Any],
     ) -> None:
         super().__init__()
         self._backend = backend
         self._readiness = readiness
         self._metrics = metrics
+        # Returns the pytrickle client of the running stream (the server creates one per stream).
+        self._stream_client = stream_client
         self.picker = LatestFramePicker(max_pending, metrics)
         self.params: dict[str, Any] = {}
         self.processed = 0
-        # Set by the adapter: returns the pytrickle client of the running stream.
-        self.current_client: Any = None
 
     async def load_model(self, **kwargs: Any) -> None:
         # The model lives in Triton: "loaded" means Triton reports it ready.
@@ -84,7 +90,7 @@ class TritonFrameProcessor(FrameProcessor):
     async def on_stream_start(self, params: dict[str, Any]) -> None:
         self.params = dict(params or {})
         self.picker.reset()
-        client = self.current_client() if callable(self.current_client) else None
+        client = self._stream_client()
         if client is not None:
             client.frame_skipper = self.picker
 
