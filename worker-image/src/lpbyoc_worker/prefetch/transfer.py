@@ -37,7 +37,8 @@ from .transport import Response, Transport, TransportError
 log = logging.getLogger(__name__)
 
 ETAG_SUFFIX = ".lpbyoc-etag"
-READ_BUFFER_BYTES = 128 * 1024  # larger single writes were several times slower into the page cache here
+READ_BUFFER_BYTES = 1024 * 1024
+WRITE_SLICE_BYTES = 128 * 1024  # single writes above ~256 KiB were several times slower into the page cache
 PIPELINE_MIN_BYTES = 8 * 1024 * 1024  # below this a second thread costs more than it saves
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -284,7 +285,8 @@ class FileFetcher:
                         raise _Retry(str(exc), stalled=exc.stalled) from None
                     if n == 0:
                         break
-                    fh.write(buffer[:n])  # an OSError here is the local disk (ENOSPC), handled by fetch()
+                    for start in range(0, n, WRITE_SLICE_BYTES):  # OSError here is the disk: see fetch()
+                        fh.write(buffer[start : min(n, start + WRITE_SLICE_BYTES)])
                     if pipeline is not None:
                         pipeline.hash(buffer, n)
                     else:
