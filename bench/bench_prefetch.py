@@ -1,9 +1,10 @@
 """B6/B7: weights prefetch throughput against a raw httpx download, and resume after a kill.
 
-B6 downloads (a) one large file and (b) many 5 MB files from the loopback Hub server, once with
-the prefetcher (pinning, HEAD per file, sha256 verification, marker) and once with a plain
-streaming httpx GET of the same bytes into files, interleaved round by round; it reports the
-median throughputs and their ratio (target >= 0.8).
+B6 downloads (a) one large file and (b) many 5 MB files from the loopback Hub server (in its
+own process), once with the prefetcher (pinning, HEAD per file, sha256 verification, marker)
+and once with a plain streaming httpx GET of the same bytes into files, interleaved round by
+round after one uncounted warm-up round; it reports median throughputs, CPU seconds per GB of
+this process, and the median of the per-round ratios (target >= 0.8).
 B7 starts the real `lpbyoc-worker prefetch` program, SIGKILLs it at 50% of a large file and
 runs it again; it reports the bytes the second run fetched over the bytes that were missing
 (target <= 1.05).
@@ -118,6 +119,9 @@ def b6_case(name: str, files: FileSpec, rounds: int, scratch: Path) -> dict[str,
                 os.sync()  # each run starts without the previous one's dirty pages to write back
     raw = statistics.median(r for r, _ in runs["raw"])
     pre = statistics.median(r for r, _ in runs["prefetch"])
+    # Each round's two runs are adjacent in time and see the same load from other processes,
+    # so the ratio is taken per round and the median of those is reported.
+    ratio = statistics.median(p / r for (p, _), (r, _) in zip(runs["prefetch"], runs["raw"], strict=True))
     raw_cpu = statistics.median(c for _, c in runs["raw"])
     pre_cpu = statistics.median(c for _, c in runs["prefetch"])
     total = sum(size for size, _ in files.values())
@@ -126,9 +130,9 @@ def b6_case(name: str, files: FileSpec, rounds: int, scratch: Path) -> dict[str,
         "payload": f"{len(files)} x {total // len(files) / MB:.0f} MB",
         "baseline": f"raw httpx {raw / MB:.0f} MB/s, {raw_cpu:.2f} cpu-s/GB",
         "measured": f"prefetch {pre / MB:.0f} MB/s, {pre_cpu:.2f} cpu-s/GB",
-        "ratio": pre / raw,
+        "ratio": ratio,
         "target": ">= 0.80",
-        "ok": pre / raw >= 0.8,
+        "ok": ratio >= 0.8,
     }
 
 
