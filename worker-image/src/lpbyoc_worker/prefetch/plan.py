@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -88,24 +89,21 @@ def _path(entry: RepoFile | RemoteFile) -> str:
     return entry.path
 
 
-class hub_errors:
+@contextlib.contextmanager
+def hub_errors(repo: str, revision: str, path: str | None = None) -> Iterator[None]:
     """Translate huggingface_hub and httpx failures into PrefetchError with a contract reason.
 
     Messages name the repo and revision, never the request headers (the token lives there).
     """
-
-    def __init__(self, repo: str, revision: str, path: str | None = None) -> None:
-        self.repo, self.revision, self.path = repo, revision, path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc is None or isinstance(exc, PrefetchError):
-            return
-        mapped = classify(exc, self.repo, self.revision, self.path)
-        if mapped is not None:
-            raise mapped from exc
+    try:
+        yield
+    except PrefetchError:
+        raise
+    except Exception as exc:
+        mapped = classify(exc, repo, revision, path)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def http_status(exc: BaseException) -> int | None:
