@@ -149,3 +149,12 @@ def test_disk_full_while_writing_is_disk_full_and_keeps_the_partial_file(hub: Fa
     assert failure.value.reason == "DiskFull"
     kept = (partial / "w.bin").stat().st_size
     assert 1024 * 1024 < kept < size  # what fitted stays, ready to resume on a larger volume
+
+
+def test_a_malformed_repo_id_is_refused_before_any_request(hub: FakeHub, cache: Path, run_prefetch) -> None:
+    for bad in ("../../etc", "a/b/c", "acme/"):
+        outcome = run_prefetch(repo=bad)
+        assert outcome.code == 1 and outcome.result["reason"] == "RepoNotFound", outcome.result
+        assert "invalid repo id" in outcome.result["message"]
+    assert hub.requests == []
+    assert not (cache / "models").exists()

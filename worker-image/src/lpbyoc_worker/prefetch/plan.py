@@ -12,13 +12,14 @@ from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import filter_repo_objects
 
-from lpbyoc_worker.weights import SnapshotError, safe_relpath
+from lpbyoc_worker.weights import SnapshotError, repo_dirname, safe_relpath
 
 from .result import (
     ENTRY_NOT_FOUND,
@@ -54,6 +55,10 @@ def make_plan(
     api: HfApi, repo: str, revision: str, allow: Sequence[str] | None, ignore: Sequence[str] | None
 ) -> Plan:
     """Resolve `revision` to its commit sha, then list that commit (not the moving ref) and filter it."""
+    try:
+        repo_dirname(repo)
+    except SnapshotError as exc:
+        raise PrefetchError(REPO_NOT_FOUND, str(exc)) from None
     with hub_errors(repo, revision):
         info = api.model_info(repo, revision=revision)
         sha = info.sha
@@ -123,6 +128,8 @@ def classify(exc: BaseException, repo: str, revision: str, path: str | None = No
             "token with read access (spec.model.tokenSecretRef), the token is invalid, or the repository does "
             "not exist",
         )
+    if isinstance(exc, HFValidationError):
+        return PrefetchError(REPO_NOT_FOUND, f"{what} is not a valid Hub reference: {exc}")
     if isinstance(exc, RevisionNotFoundError):
         return PrefetchError(REVISION_NOT_FOUND, f"revision {revision!r} does not exist in {repo}")
     if isinstance(exc, RepositoryNotFoundError):
