@@ -96,8 +96,10 @@ async def test_capabilities_become_one_configmap_and_follow_changes(cluster: Clu
     assert all(e["capacity"] == 2 and e["price_per_unit"] == 100 for e in entries)
     cm = await cluster.get("v1", "ConfigMap", CM)
     assert cm is not None
-    first_sum = await checksum(cluster)
-    assert first_sum == aimodels.checksum(cm["data"][aimodels.AIMODELS_KEY])
+    expected = aimodels.checksum(cm["data"][aimodels.AIMODELS_KEY])
+    # The file is written first, then go-livepeer's pod template is stamped (same flush).
+    first_sum = await wait_for(lambda: _changed(cluster, None), within=10, what="the checksum stamp")
+    assert first_sum == expected
     await cluster.wait_condition("alpha", "Registered", "Listed", within=20)
 
     # Scale: 2 ready replicas → capacity 4, new file, new checksum.
