@@ -4,9 +4,11 @@ One real tritonserver (the demo model: 1x1 colour conv + 3x3 blur, python backen
 `lpbyoc-worker serve` process, as in the worker pod. For each frame size and concurrency the
 modes run interleaved, round by round, so that load from elsewhere on the machine hits them alike:
 
-- direct      tritonclient.grpc.aio → Triton, (1, 3, H, W) float32 in and out (the baseline)
+- direct      tritonclient.grpc.aio → Triton, (1, 3, H, W) float32 in and out (the baseline;
+              tensors in the gRPC messages, as any client outside the pod must send them)
 - adapter     HTTP POST /v1/infer with the same float32 tensor (application/octet-stream) and
-              the float32 output back: the adapter's own cost (HTTP hop, checks, gRPC call)
+              the float32 output back: the adapter's own cost (HTTP hop, checks, the call to
+              Triton, which TritonInference makes through system shared memory when it can)
 - adapter png the BYOC job as clients send it: PNG in, PNG out (adds decode and encode)
 
 Prints p50/p90 per mode and the p50 ratio against direct. Target: adapter/direct ≤ 1.10 at 512².
@@ -76,40 +78,58 @@ def make_calls(
         wire = grpc_aio.InferInput("INPUT__0", list(tensor.shape), "FP32")
         wire.set_data_from_numpy(tensor)
         result = await triton.infer(MODEL_NAME, [wire], outputs=[grpc_aio.InferRequestedOutput("OUTPUT__0")])
-        assert result.as_numpy("OUTPUT__0").shape == tensor.shape
+        if result.as_numpy("OUTPUT__0").shape != tensor.shape:
+            raise Failed("direct: wrong output shape")
 
     async def adapter_raw() -> None:
         async with http.post(f"{url}/v1/infer", data=raw, headers=raw_headers) as resp:
             body = await resp.read()
-            assert resp.status == 200 and len(body) == len(raw), resp.status
+            if resp.status != 200 or len(body) != len(raw):
+                raise Failed(f"adapter: {resp.status} {body[:200]!r}")
 
     async def adapter_png() -> None:
         async with http.post(
             f"{url}/v1/infer", data=png, headers={"Content-Type": "image/png", "Accept": "image/png"}
         ) as resp:
             body = await resp.read()
-            assert resp.status == 200 and body.startswith(b"\x89PNG"), resp.status
+            if resp.status != 200 or not body.startswith(b"\x89PNG"):
+                raise Failed(f"adapter png: {resp.status} {body[:200]!r}")
 
     return {"direct": direct, "adapter": adapter_raw, "adapter png": adapter_png}
 
 
-async def timed(call: Call) -> float:
+class Failed(Exception):
+    """A request that did not succeed: counted, kept out of the latencies."""
+
+
+async def timed(call: Call) -> float | None:
     started = time.perf_counter()
-    await call()
+    try:
+        await call()
+    except Failed:
+        return None
     return (time.perf_counter() - started) * 1e3
 
 
-async def measure(calls: dict[str, Call], concurrency: int, rounds: int) -> dict[str, list[float]]:
+async def measure(
+    calls: dict[str, Call], concurrency: int, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, int]]:
     samples: dict[str, list[float]] = {name: [] for name in calls}
+    errors = dict.fromkeys(calls, 0)
     names = list(calls)
     for _ in range(WARMUP_ROUNDS):  # connections, Triton's and the adapter's first-call costs
         for name in names:
-            await asyncio.gather(*(calls[name]() for _ in range(concurrency)))
+            warm = await asyncio.gather(*(timed(calls[name]) for _ in range(concurrency)))
+            errors[name] += sum(latency is None for latency in warm)
     for index in range(rounds):
         # Rotate the order so no mode always runs right after another.
         for name in names[index % len(names) :] + names[: index % len(names)]:
-            samples[name] += await asyncio.gather(*(timed(calls[name]) for _ in range(concurrency)))
-    return samples
+            for latency in await asyncio.gather(*(timed(calls[name]) for _ in range(concurrency))):
+                if latency is None:
+                    errors[name] += 1
+                else:
+                    samples[name].append(latency)
+    return samples, errors
 
 
 async def bench(args: argparse.Namespace, grpc_url: str) -> None:
@@ -129,15 +149,16 @@ async def bench(args: argparse.Namespace, grpc_url: str) -> None:
             for size in args.sizes:
                 calls = make_calls(size, triton, http, url)
                 for concurrency in args.concurrency:
-                    samples = await measure(calls, concurrency, args.rounds)
+                    samples, errors = await measure(calls, concurrency, args.rounds)
                     rows.append((size, concurrency, samples))
-                    print_row(size, concurrency, samples, flush=True)
+                    print_row(size, concurrency, samples, errors)
     finally:
         await triton.close()
         process.terminate()
         await asyncio.wait_for(process.wait(), 30)
     print()
     print("ratio = p50 of the mode / p50 of direct, same rounds; target adapter ≤ 1.10 at 512².")
+    print("errors = failed requests direct/adapter/png, warm-up included (kept out of the latencies).")
     verdicts = [
         statistics.median(s["adapter"]) / statistics.median(s["direct"]) for size, _, s in rows if size == 512
     ]
@@ -149,11 +170,11 @@ async def bench(args: argparse.Namespace, grpc_url: str) -> None:
 
 HEADER = (
     f"{'frame':>6} {'conc':>4} {'n':>4} | {'direct p50':>10} {'p90':>7} | {'adapter p50':>11} {'p90':>7} "
-    f"{'ratio':>6} | {'png p50':>8} {'p90':>7} {'ratio':>6}"
+    f"{'ratio':>6} | {'png p50':>8} {'p90':>7} {'ratio':>6} | {'errors':>8}"
 )
 
 
-def print_row(size: int, concurrency: int, samples: dict[str, list[float]], flush: bool = False) -> None:
+def print_row(size: int, concurrency: int, samples: dict[str, list[float]], errors: dict[str, int]) -> None:
     direct = statistics.median(samples["direct"])
     adapter = statistics.median(samples["adapter"])
     png = statistics.median(samples["adapter png"])
@@ -161,8 +182,9 @@ def print_row(size: int, concurrency: int, samples: dict[str, list[float]], flus
         f"{f'{size}²':>6} {concurrency:>4} {len(samples['direct']):>4} | "
         f"{direct:>8.2f}ms {percentile(samples['direct'], 90):>7.2f} | "
         f"{adapter:>9.2f}ms {percentile(samples['adapter'], 90):>7.2f} {adapter / direct:>6.2f} | "
-        f"{png:>6.2f}ms {percentile(samples['adapter png'], 90):>7.2f} {png / direct:>6.2f}",
-        flush=flush,
+        f"{png:>6.2f}ms {percentile(samples['adapter png'], 90):>7.2f} {png / direct:>6.2f} | "
+        f"{'/'.join(str(errors[name]) for name in ('direct', 'adapter', 'adapter png')):>8}",
+        flush=True,
     )
 
 
