@@ -139,7 +139,9 @@ def test_progress_endpoint_reports_while_downloading(hub: FakeHub, cache: Path, 
     hub.add_repo(REPO, {"big.bin": PatternBlob(size), "config.json": b"{}"})
     hub.stall(REPO, "big.bin", after_bytes=stall_at, seconds=60)
     port = free_port()
-    proc = spawn_prefetch(hub, cache, tmp_path / "t", "--progress-port", str(port), "--stall-timeout", "30")
+    proc = spawn_prefetch(
+        hub, cache, tmp_path / "t", "--progress-port", str(port), "--stall-timeout", "30", "--log-interval", "0.1"
+    )
     url = f"http://127.0.0.1:{port}"
 
     def progress() -> dict:
@@ -173,6 +175,7 @@ def test_progress_endpoint_reports_while_downloading(hub: FakeHub, cache: Path, 
     assert samples[("lpbyoc_prefetch_state", (("state", "done"),))] == 0.0
     assert proc.returncode == 0, err
     assert json.loads(out.strip().splitlines()[-1])["reason"] == "Succeeded"
+    assert f"of {size + 2} bytes, " in err  # the periodic log line for `kubectl logs`
 
 
 def test_the_token_never_appears_in_output_logs_or_the_result(hub: FakeHub, cache: Path, tmp_path: Path) -> None:

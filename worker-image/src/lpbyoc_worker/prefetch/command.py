@@ -8,6 +8,7 @@ stdout, exit 0 on success and 1 on failure. The token comes only from `HF_TOKEN`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import constants as hf_constants
 
-from .progress import Progress, ProgressServer
+from .progress import Progress, ProgressLogger, ProgressServer
 from .result import INTERNAL_ERROR, PrefetchError, Result, emit_result
 from .snapshot import PrefetchRequest, prefetch
 from .transfer import TransferSettings
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parallel", type=int, default=4, help="files downloaded at once")
     parser.add_argument("--verify", action="store_true", help="re-hash an existing snapshot; re-fetch damaged files")
     parser.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"))
+    parser.add_argument("--log-interval", type=float, default=10.0, help="seconds between progress log lines")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,15 +64,12 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
     progress = Progress()
-    server = ProgressServer(progress, args.progress_port) if args.progress_port >= 0 else None
-    if server is not None:
-        server.__enter__()
-        log.info("progress on :%d/progress and /metrics", server.port)
-    try:
+    with contextlib.ExitStack() as stack:
+        if args.progress_port >= 0:
+            server = stack.enter_context(ProgressServer(progress, args.progress_port))
+            log.info("progress on :%d/progress and /metrics", server.port)
+        stack.enter_context(ProgressLogger(progress, args.log_interval))
         result = _run(request, progress)
-    finally:
-        if server is not None:
-            server.__exit__(None, None, None)
     emit_result(result, args.termination_log)
     return 0 if result.succeeded else 1
 

@@ -9,6 +9,7 @@ termination message. `/metrics` serves the same numbers to Prometheus.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -18,6 +19,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+log = logging.getLogger("lpbyoc_worker.prefetch")
 
 STATES = ("resolving", "downloading", "verifying", "done", "failed")
 RATE_WINDOW_SECONDS = 10.0
@@ -179,3 +182,34 @@ class ProgressServer:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class ProgressLogger:
+    """A log line every `interval` seconds while downloading, for `kubectl logs`."""
+
+    def __init__(self, progress: Progress, interval: float = 10.0) -> None:
+        self.progress = progress
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress-log", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            data = self.progress.to_json()
+            if data["state"] != "downloading":
+                continue
+            total = data["bytesTotal"] or 1
+            eta = "?" if data["etaSeconds"] is None else f"{data['etaSeconds']:.0f}s"
+            log.info(
+                "%.1f%%: %d of %d bytes, %d of %d files, %.1f MB/s, ETA %s",
+                100 * data["bytesDone"] / total, data["bytesDone"], data["bytesTotal"], data["filesDone"],
+                data["filesTotal"], data["rateBytesPerSecond"] / 1e6, eta,
+            )
+
+    def __enter__(self) -> ProgressLogger:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
