@@ -311,3 +311,26 @@ async def test_image_to_image_body_limit_and_missing_image(
     async with http.post(f"{running.url}/image-to-image", data=no_image) as resp:
         assert resp.status == 422
         assert (await resp.json())["detail"]["msg"] == "Field 'image' is required and must be a file."
+
+
+async def test_concurrent_jobs_all_succeed_with_their_own_results(
+    start_adapter: AdapterFactory, http: aiohttp.ClientSession, triton_server: RunningTriton
+) -> None:
+    """Capacity-many jobs at once each get the answer for their own image (no mixed-up buffers)."""
+    running = await start_adapter(capacity=6)
+    await running.wait_ready()
+    images = [random_rgb(96, 96, seed=100 + i) for i in range(6)]
+
+    async def job(pixels: np.ndarray) -> np.ndarray:
+        async with http.post(
+            f"{running.url}/v1/infer",
+            data=png(pixels),
+            headers={"Content-Type": "image/png", "Accept": "application/octet-stream"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            return np.frombuffer(await resp.read(), dtype="<f4").reshape(1, 3, 96, 96)
+
+    for _ in range(3):
+        outputs = await asyncio.gather(*(job(pixels) for pixels in images))
+        for pixels, output in zip(images, outputs, strict=True):
+            np.testing.assert_allclose(output, reference(triton_server, pixels), rtol=0, atol=1e-6)
