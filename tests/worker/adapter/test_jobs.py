@@ -61,13 +61,13 @@ async def test_json_job_returns_png_matching_module(
 ) -> None:
     running = await start_adapter()
     await running.wait_ready()
-    pixels = random_rgb(32, 40, seed=2)
+    pixels = random_rgb(160, 200, seed=2)  # over 64 KiB: codecs run in a worker thread
     body = {"image": base64.b64encode(png(pixels)).decode(), "params": {"format": "png"}}
     async with http.post(f"{running.url}/v1/infer", json=body) as resp:
         assert resp.status == 200, await resp.text()
         answer = await resp.json()
     assert answer["content_type"] == "image/png" and answer["model_id"] == MODEL_ID
-    assert (answer["width"], answer["height"]) == (40, 32)
+    assert (answer["width"], answer["height"]) == (200, 160)
     assert answer["timings"]["triton_ms"] > 0
     assert answer["timings"]["total_ms"] >= answer["timings"]["triton_ms"]
     out = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["image"]))).convert("RGB"))
@@ -316,10 +316,12 @@ async def test_image_to_image_body_limit_and_missing_image(
 async def test_concurrent_jobs_all_succeed_with_their_own_results(
     start_adapter: AdapterFactory, http: aiohttp.ClientSession, triton_server: RunningTriton
 ) -> None:
-    """Capacity-many jobs at once each get the answer for their own image (no mixed-up buffers)."""
+    """Capacity-many jobs at once each get the answer for their own image (no mixed-up buffers).
+
+    160² random PNGs are over 64 KiB, so decoding and encoding run in worker threads here."""
     running = await start_adapter(capacity=6)
     await running.wait_ready()
-    images = [random_rgb(96, 96, seed=100 + i) for i in range(6)]
+    images = [random_rgb(160, 160, seed=100 + i) for i in range(6)]
 
     async def job(pixels: np.ndarray) -> np.ndarray:
         async with http.post(
@@ -328,7 +330,7 @@ async def test_concurrent_jobs_all_succeed_with_their_own_results(
             headers={"Content-Type": "image/png", "Accept": "application/octet-stream"},
         ) as resp:
             assert resp.status == 200, await resp.text()
-            return np.frombuffer(await resp.read(), dtype="<f4").reshape(1, 3, 96, 96)
+            return np.frombuffer(await resp.read(), dtype="<f4").reshape(1, 3, 160, 160)
 
     for _ in range(3):
         outputs = await asyncio.gather(*(job(pixels) for pixels in images))

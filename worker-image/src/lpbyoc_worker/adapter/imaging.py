@@ -159,3 +159,13 @@ def encode_image(pixels: np.ndarray, content_type: str = "image/png") -> bytes:
 
 def data_url(image: bytes, content_type: str = "image/png") -> str:
     return f"data:{content_type};base64,{base64.b64encode(image).decode('ascii')}"
+
+
+def image_bytes_to_batch(data: bytes, limits: ImageLimits) -> np.ndarray:
+    return image_to_batch(decode_image(data, limits))
+
+
+def batch_to_image_bytes(batch: np.ndarray, content_type: str = "image/png") -> tuple[bytes, int, int]:
+    """The encoded image with its width and height."""
+    pixels = batch_to_image(batch)
+    return encode_image(pixels, content_type), int(pixels.shape[1]), int(pixels.shape[0])

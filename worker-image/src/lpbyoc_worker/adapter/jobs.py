@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from aiohttp import web
@@ -21,6 +23,7 @@ from .readiness import Readiness
 from .schema import validate_job_input
 from .settings import AdapterSettings
 
+T = TypeVar("T")
 JSON_TYPE = "application/json"
 # Forms as FastAPI (ai-runner) reads them; only multipart can carry the image file.
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -60,6 +63,17 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         return await limited(request, limit).read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large(limit) from None
+
+
+# Image codecs on bigger payloads run in a thread: they release the GIL, and a 4k image would
+# otherwise stall the event loop (probes, live frames, other jobs) for a noticeable time.
+OFF_LOOP_BYTES = 64 * 1024
+
+
+async def off_loop(nbytes: int, function: Callable[..., T], *args: Any) -> T:
+    if nbytes > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(function, *args)
+    return function(*args)
 
 
 class JobHandlers:
@@ -136,14 +150,13 @@ class JobHandlers:
             job = validate_job_input(payload)
             if job.get("params", {}).get("format") == "jpeg":
                 output_type = "image/jpeg"
-            batch = imaging.image_to_batch(
-                imaging.decode_image(imaging.decode_base64(job["image"]), self.settings.limits)
-            )
+            image = imaging.decode_base64(job["image"])
+            batch = await off_loop(len(image), imaging.image_bytes_to_batch, image, self.settings.limits)
         elif content_type == imaging.RAW_TENSOR_TYPE:
             shape = imaging.parse_tensor_shape(request.headers.get(imaging.TENSOR_SHAPE_HEADER))
             batch = imaging.decode_raw_tensor(body, shape, self.settings.limits)
         else:
-            batch = imaging.image_to_batch(imaging.decode_image(body, self.settings.limits))
+            batch = await off_loop(len(body), imaging.image_bytes_to_batch, body, self.settings.limits)
         timings.decode = time.perf_counter() - decode_started
 
         output = await self._infer(batch, timings)
@@ -165,8 +178,9 @@ class JobHandlers:
         for wanted in imaging.IMAGE_TYPES:
             if wanted in accept:
                 output_type = wanted
-        pixels = imaging.batch_to_image(output)
-        encoded = imaging.encode_image(pixels, output_type)
+        encoded, width, height = await off_loop(
+            output.nbytes // 4, imaging.batch_to_image_bytes, output, output_type
+        )
         timings.encode = time.perf_counter() - encode_started
         total = self._observe("infer", started, timings)
         if any(wanted in accept for wanted in imaging.IMAGE_TYPES):
@@ -179,8 +193,8 @@ class JobHandlers:
             {
                 "image": base64.b64encode(encoded).decode("ascii"),
                 "content_type": output_type,
-                "width": int(pixels.shape[1]),
-                "height": int(pixels.shape[0]),
+                "width": width,
+                "height": height,
                 "model_id": self.settings.model_id,
                 "capability": self.settings.capability,
                 "timings": timings.as_ms(total),
@@ -218,11 +232,12 @@ class JobHandlers:
         except ValueError:
             raise RequestError(422, f"Field 'seed' must be an integer, got {seed_text!r}.") from None
         decode_started = time.perf_counter()
-        batch = imaging.image_to_batch(imaging.decode_image(image_field.file.read(), self.settings.limits))
+        image = image_field.file.read()
+        batch = await off_loop(len(image), imaging.image_bytes_to_batch, image, self.settings.limits)
         timings.decode = time.perf_counter() - decode_started
         output = await self._infer(batch, timings)
         encode_started = time.perf_counter()
-        encoded = imaging.encode_image(imaging.batch_to_image(output))
+        encoded, _, _ = await off_loop(output.nbytes // 4, imaging.batch_to_image_bytes, output)
         timings.encode = time.perf_counter() - encode_started
         self._observe("image-to-image", started, timings)
         return web.json_response(
