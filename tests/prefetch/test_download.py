@@ -139,3 +139,19 @@ def test_the_worker_refuses_a_snapshot_without_a_valid_marker(hub: FakeHub, cach
         find_snapshot(cache, REPO, "main")
     with pytest.raises(SnapshotError, match="invalid repo id"):
         find_snapshot(cache, "../etc", sha)
+
+
+def test_empty_files_and_unusual_names(hub: FakeHub, cache: Path, run_prefetch) -> None:
+    files = {".gitattributes": b"", "dir with space/ü-config.json": b'{"ok": true}', "deep/a/b/c.bin": PatternBlob(4096)}
+    sha = hub.add_repo(REPO, files)
+
+    outcome = run_prefetch()
+
+    assert outcome.code == 0, outcome.stderr
+    root = snapshot_dir(cache, REPO, sha)
+    assert (root / ".gitattributes").read_bytes() == b""
+    assert (root / "dir with space" / "ü-config.json").read_bytes() == b'{"ok": true}'
+    assert (root / "deep/a/b/c.bin").stat().st_size == 4096
+    entries = {e.path: e for e in read_marker(cache, REPO, sha).files}
+    assert entries[".gitattributes"].sha256 == hashlib.sha256(b"").hexdigest()
+    assert verify(cache, REPO, sha, check_hash=True) == []
