@@ -1,19 +1,16 @@
 """Async client for the Triton server next to the adapter: binary tensors, typed errors.
 
-Transport: gRPC (`tritonclient.grpc.aio`) by default. Measured on the 2-core CPU dev machine
-(tiny 3x3 conv on the python backend, one client, p50 of 40 interleaved calls, fp32 NCHW batch 1,
-two runs):
-    frame     grpc.aio         http.aio
-    64²       1.0 / 1.3 ms     2.6 / 3.1 ms
-    256²      7.3 / 8.0 ms     34 / 42 ms
-    512²      15 / 18 ms       129 / 137 ms
-`protocol="http"` remains available for comparison.
-
-System shared memory (gRPC carries only the request, tensors go through /dev/shm) measured on the
-same machine, 120 interleaved calls: 64² 0.82 → 0.80 ms, 256² 2.27 → 1.46 ms, 512² 14.6 → 10.7 ms.
-It is on by default and needs /dev/shm shared by the adapter and Triton (in the pod: one memory
-emptyDir mounted at /dev/shm in both containers); when Triton cannot open the regions, or keeps
-failing with them, the client falls back to plain gRPC.
+Transport: gRPC (`tritonclient.grpc.aio`) with the tensors in system shared memory, by default.
+Measured on the 2-core CPU dev machine (tiny 3x3 conv on the python backend, one client, batch 1
+fp32, p50 of interleaved calls; bench/bench_triton.py repeats it):
+    frame     http.aio     grpc.aio     grpc.aio + shared memory
+    64²       2.6 ms       0.8 ms       0.8 ms
+    256²      34 ms        2.3 ms       1.5 ms
+    512²      129 ms       14.6 ms      10.7 ms
+(http.aio: 40 calls; gRPC columns: tritonclient's blocking gRPC client, 120 calls, which grpc.aio
+matched within 15%. Under load every number grows; the order stays.) Shared memory needs /dev/shm shared by the adapter and Triton (in the pod: one
+memory emptyDir mounted at /dev/shm in both containers); when Triton cannot open the regions, or
+keeps failing with them, the client falls back to plain gRPC. `protocol="http"` remains for comparison.
 
 Errors callers can act on:
 - `TritonUnavailable`: cannot reach Triton, or the model is not loaded/ready (→ 503, retry later);
