@@ -1,0 +1,34 @@
+"""The byte transfer honours HTTP(S)_PROXY like the Hub client does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lpbyoc_worker.weights import verify
+
+from tests.support.hub_server import FakeHub, PatternBlob
+
+from .conftest import REPO
+
+
+def test_everything_goes_through_the_proxy_from_the_environment(hub: FakeHub, cache: Path, tmp_path: Path) -> None:
+    """HF_ENDPOINT names a host that does not resolve; only the proxy (the Hub server, which also
+    answers absolute-URI requests as a forward proxy would) can reach it."""
+    sha = hub.add_repo(REPO, {"w.bin": PatternBlob(2 * 1024 * 1024), "config.json": b"{}"})
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "HF_TOKEN"}
+    env.update(HF_ENDPOINT="http://hub.example.invalid", HTTP_PROXY=hub.url, HF_HUB_DISABLE_TELEMETRY="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lpbyoc_worker.cli", "prefetch", "--repo", REPO, "--cache-dir", str(cache),
+         "--progress-port", "-1", "--termination-log", str(tmp_path / "t"), "--max-retries", "0"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["sha"] == sha
+    gets = [r for r in hub.requests if r.method == "GET" and "/resolve/" in r.path]
+    assert len(gets) == 2
+    assert verify(cache, REPO, sha, check_hash=True) == []
