@@ -154,6 +154,12 @@ def test_marker_that_does_not_match_the_files_is_refused(
     assert code == 2
     assert "extra.bin: size 2 != 5" in err
 
+    marker = json.loads((weights / MARKER_NAME).read_text())
+    (weights / MARKER_NAME).write_text(json.dumps({**marker, "sha": "f" * 40}))
+    code, err = model_repo(capsys, weights, tmp_path / "models")
+    assert code == 2
+    assert f"is for commit {'f' * 40}, not {weights.name}" in err
+
     (weights / MARKER_NAME).write_text("{not json")
     code, err = model_repo(capsys, weights, tmp_path / "models")
     assert code == 2

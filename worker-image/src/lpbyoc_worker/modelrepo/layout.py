@@ -12,6 +12,7 @@ mounts at the same path.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ def check_snapshot(weights_dir: Path) -> Marker:
         ) from None
     except (json.JSONDecodeError, SnapshotError) as exc:
         raise ModelRepoError(f"completion marker {marker_file} is invalid: {exc}") from None
+    if re.fullmatch(r"[0-9a-f]{40}", weights_dir.name) and marker.sha != weights_dir.name:
+        raise ModelRepoError(
+            f"completion marker {marker_file} is for commit {marker.sha}, not {weights_dir.name}"
+        )
     problems = [p for entry in marker.files if (p := file_problem(weights_dir, entry, check_hash=False))]
     if problems:
         raise ModelRepoError(f"snapshot {weights_dir} does not match its marker: {'; '.join(problems[:5])}")
