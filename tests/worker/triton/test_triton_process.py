@@ -118,7 +118,11 @@ def test_print_command_and_missing_repository(tmp_path: Path, capsys: pytest.Cap
     assert "--http-port=9100" in out and f"--model-repository={tmp_path}" in out
     assert not (tmp_path / "rt").exists(), "printing the command copies nothing"
     assert worker_main(["triton", "--model-repository", str(tmp_path / "missing")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "model repository" in capsys.readouterr().err
+    assert (
+        worker_main(["triton", "--model-repository", str(tmp_path), "--tritonserver", "/nonexistent/ts"]) == 2
+    )
+    assert "tritonserver binary /nonexistent/ts does not exist" in capsys.readouterr().err
 
 
 def test_triton_subcommand_execs_the_server_which_drains_on_sigterm(
