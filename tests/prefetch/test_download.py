@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from pathlib import Path
 
 import pytest
+from lpbyoc_worker import cli
 from lpbyoc_worker.weights import (
     MARKER_NAME,
     SnapshotError,
@@ -22,7 +24,7 @@ from lpbyoc_worker.weights import (
 
 from tests.support.hub_server import FakeHub, PatternBlob, content_sha256
 
-from .conftest import REPO
+from .conftest import REPO, prefetch_args
 
 
 def test_fresh_download_writes_files_and_a_manifest_with_the_hub_checksums(hub: FakeHub, cache: Path, run_prefetch, model_files) -> None:
@@ -155,3 +157,16 @@ def test_empty_files_and_unusual_names(hub: FakeHub, cache: Path, run_prefetch) 
     entries = {e.path: e for e in read_marker(cache, REPO, sha).files}
     assert entries[".gitattributes"].sha256 == hashlib.sha256(b"").hexdigest()
     assert verify(cache, REPO, sha, check_hash=True) == []
+
+
+def test_a_busy_progress_port_does_not_stop_the_download(hub: FakeHub, cache: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}"})
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = prefetch_args(cache, REPO, "main", tmp_path / "t")
+        args[args.index("--progress-port") + 1] = str(port)
+        assert cli.main(args) == 0
+    assert "cannot serve progress" in caplog.text

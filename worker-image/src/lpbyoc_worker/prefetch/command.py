@@ -66,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress()
     with contextlib.ExitStack() as stack:
         if args.progress_port >= 0:
-            server = stack.enter_context(ProgressServer(progress, args.progress_port))
-            log.info("progress on :%d/progress and /metrics", server.port)
+            try:
+                server = stack.enter_context(ProgressServer(progress, args.progress_port))
+                log.info("progress on :%d/progress and /metrics", server.port)
+            except OSError as exc:  # the download matters more than its progress report
+                log.warning("cannot serve progress on port %d (%s); downloading without it", args.progress_port, exc)
         stack.enter_context(ProgressLogger(progress, args.log_interval))
         result = _run(request, progress)
     emit_result(result, args.termination_log)
