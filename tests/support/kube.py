@@ -47,6 +47,7 @@ FAST_TUNING = RuntimeTuning(
     debounce=0.05,
     concurrency=32,
     progress_timeout=0.5,
+    reference_ttl=0.5,
     retry_base=0.5,
     retry_cap=2.0,
 )

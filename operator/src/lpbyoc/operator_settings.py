@@ -26,6 +26,8 @@ class RuntimeTuning:
     concurrency: int = 32
     # Timeout of one GET /progress to a prefetch pod.
     progress_timeout: float = 1.0
+    # How long a read of a Secret's key names or a StorageClass's presence is reused.
+    reference_ttl: float = 10.0
     # Failed prefetch Job retry backoff: base * 2**(attempt-1), capped.
     retry_base: float = 10.0
     retry_cap: float = 600.0

@@ -15,6 +15,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -75,24 +76,41 @@ class LoopThread:
         self.loop.close()
 
 
-def api_double(thread: LoopThread) -> tuple[Any, str]:
+def api_double(thread: LoopThread, request_log_limit: int | None = None) -> tuple[Any, str]:
     """Start kmock in `thread` with the bundled resources and LivepeerCapability declared.
 
-    Returns the emulator (its `requests` and `objects` are there to inspect) and its URL."""
+    Returns the emulator (its `requests` and `objects` are there to inspect, `method_counts`
+    counts every request by HTTP method) and its URL. kmock matches each request against its
+    whole request log, which makes it quadratic under load; `request_log_limit` keeps only
+    the most recent requests (for benchmarks: `requests` then holds only those)."""
     import kmock  # the API double is a development dependency, needed only here
 
     class ApiServerEmulator(kmock.KubernetesEmulator):
-        """Stamps uid/resourceVersion/generation/creationTimestamp on creation, as a real API
-        server does (kopf keys its indexes by uid)."""
+        """Stamps uid/resourceVersion/generation/creationTimestamp and resolves generateName on
+        creation, as a real API server does (kopf keys its indexes by uid, and names its Events
+        by generateName)."""
+
+        method_counts: Counter[str] = Counter()
+        in_flight: dict[int, Any] = {}
 
         async def _handle(self, request: Any) -> Any:
+            self.method_counts[str(request.method.value)] += 1
+            self.in_flight[id(request)] = request
+            if request_log_limit is not None and len(self._requests) > request_log_limit:
+                # Requests still being served (watches included) must stay: kmock looks them up.
+                self._requests[:] = list(self.in_flight.values())
             if request.action == kmock.action.CREATE and isinstance(request.data, dict):
                 meta = request.data.setdefault("metadata", {})
                 meta.setdefault("uid", str(uuid.uuid4()))
                 meta.setdefault("resourceVersion", "1")
                 meta.setdefault("generation", 1)
                 meta.setdefault("creationTimestamp", utc_now())
-            return await super()._handle(request)
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
+            try:
+                return await super()._handle(request)
+            finally:
+                self.in_flight.pop(id(request), None)
 
     api = thread.enter(ApiServerEmulator())
     server = thread.enter(kmock.Server(api))
