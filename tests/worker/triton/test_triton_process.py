@@ -96,6 +96,10 @@ def test_environment_puts_this_python_first_and_its_libdir_on_the_library_path(t
     libs = env["LD_LIBRARY_PATH"].split(os.pathsep)
     assert libs[0] == str(tmp_path / "libs")
     assert str(sysconfig.get_config_var("LIBDIR")) in libs and libs[-1] == "/x"
+    image = server_environment(
+        TritonInstall(root=Path("/opt/tritonserver")), {"LD_LIBRARY_PATH": "/usr/local/cuda/compat/lib"}
+    )
+    assert image["LD_LIBRARY_PATH"] == "/usr/local/cuda/compat/lib", "the image's library path is left alone"
 
 
 def test_print_command_and_missing_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -130,18 +130,20 @@ def _copy_if_changed(source: str | os.PathLike[str], target: str | os.PathLike[s
 def server_environment(install: TritonInstall, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment tritonserver runs with.
 
-    LD_LIBRARY_PATH gets the wheel's bundled libraries and this interpreter's LIBDIR (else the stub
-    may load an older system libpython); this interpreter's bin dir goes first on PATH, else the
+    With the wheel, LD_LIBRARY_PATH gets its bundled libraries and this interpreter's LIBDIR (else
+    the stub may load an older system libpython); this interpreter's bin dir goes first on PATH, else the
     python backend imports from another Python and fails with `No module named 'numpy'`.
     """
     env = dict(os.environ if base is None else base)
-    lib_dirs = [str(install.libs_dir)] if install.libs_dir else []
-    libdir = sysconfig.get_config_var("LIBDIR")
-    if libdir:
-        lib_dirs.append(str(libdir))
-    if env.get("LD_LIBRARY_PATH"):
-        lib_dirs.append(env["LD_LIBRARY_PATH"])
-    if lib_dirs:
+    # Only for the wheel: NVIDIA's image sets its own LD_LIBRARY_PATH (CUDA compat libraries first),
+    # which a system LIBDIR in front would shadow.
+    if install.libs_dir is not None:
+        lib_dirs = [str(install.libs_dir)]
+        libdir = sysconfig.get_config_var("LIBDIR")
+        if libdir:
+            lib_dirs.append(str(libdir))
+        if env.get("LD_LIBRARY_PATH"):
+            lib_dirs.append(env["LD_LIBRARY_PATH"])
         env["LD_LIBRARY_PATH"] = os.pathsep.join(lib_dirs)
     python_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([python_bin, *([env["PATH"]] if env.get("PATH") else [])])
