@@ -23,10 +23,11 @@ import io
 import json
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -541,8 +542,6 @@ class _QuietServer(ThreadingHTTPServer):
 
     def handle_error(self, request: object, client_address: object) -> None:
         # Clients that hang up mid-body (stall and kill tests do it on purpose) are not errors.
-        import sys
-
         if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
 
@@ -626,9 +625,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.02) -> None:
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> None:
     """Poll `predicate()` until truthy; AssertionError after `timeout` seconds."""
-    assert callable(predicate)
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -640,6 +638,7 @@ __all__ = [
     "Content",
     "FakeHub",
     "PatternBlob",
+    "content_sha256",
     "free_port",
     "git_blob_oid",
     "serve_hub",
