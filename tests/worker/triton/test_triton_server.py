@@ -171,6 +171,34 @@ async def test_triton_that_cannot_open_our_shared_memory_gets_plain_grpc(
         assert not set(client.shared_memory_regions) & registered(admin)
 
 
+def execution_counts(admin: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
+    stats = admin.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+
+async def test_dynamic_batching_runs_same_shaped_requests_together(
+    triton_server: RunningTriton, admin: grpcclient.InferenceServerClient
+) -> None:
+    # A long queue delay makes Triton hand the backend all the requests at once, deterministically.
+    serving = {**DEFAULT_SERVING, "dynamicBatching": {"enabled": True, "maxQueueDelayMicroseconds": 300_000}}
+    result = run_model_repo(
+        triton_server.weights_dir, triton_server.model_repository, serving=serving, model_name="batcher"
+    )
+    assert result.returncode == 0, result.stderr
+    admin.load_model("batcher")
+    try:
+        inputs = [frames(1 + i % 3, 16 if i % 2 else 24, 20, seed=i) for i in range(6)]
+        async with TritonInference(triton_server.grpc_url, "batcher") as client:
+            outputs = await asyncio.gather(*(client.infer(x) for x in inputs))
+        for x, y in zip(inputs, outputs, strict=True):
+            np.testing.assert_allclose(y, reference(triton_server, x), rtol=1e-5, atol=1e-6)
+        inferences, executions = execution_counts(admin, "batcher")
+        assert inferences == sum(x.shape[0] for x in inputs)
+        assert executions < len(inputs), "requests were batched, and split back per request"
+    finally:
+        admin.unload_model("batcher")
+
+
 async def test_uint8_input_is_widened_and_lossy_conversions_refused(triton_server: RunningTriton) -> None:
     pixels = np.random.default_rng(3).integers(0, 255, (1, 3, 16, 16), dtype=np.uint8)
     async with TritonInference(triton_server.grpc_url) as client:
