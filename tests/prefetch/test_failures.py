@@ -158,3 +158,15 @@ def test_a_malformed_repo_id_is_refused_before_any_request(hub: FakeHub, cache: 
         assert "invalid repo id" in outcome.result["message"]
     assert hub.requests == []
     assert not (cache / "models").exists()
+
+
+def test_hub_errors_while_resolving_are_retried(hub: FakeHub, cache: Path, run_prefetch) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}"})
+    hub.fail_api(REPO, status=502, times=2)
+    assert run_prefetch("--max-retries", "2").code == 0
+    assert [r.status for r in hub.requests if "/revision/" in r.path] == [502, 502, 200]
+
+    hub.fail_api(REPO, status=503, times=None)
+    outcome = run_prefetch("--max-retries", "1", "--verify")
+    assert outcome.code == 1 and outcome.result["reason"] == "NetworkError"
+    assert "HTTP 503" in outcome.result["message"]

@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".onnx", ".plan", ".gguf")
 LFS_MIN_SIZE = 1024 * 1024
+API_FAULT_KEY = "@api"  # fault key for a repo's revision-info endpoint (not a file path)
 _SEND_CHUNK = 1024 * 1024
 _FLIP = bytes(255 - i for i in range(256))
 
@@ -254,6 +255,10 @@ class FakeHub:
         """Answer GET of the file with an HTTP error status."""
         self._add_fault(repo_id, path, Fault("status", status=status, times=times))
 
+    def fail_api(self, repo_id: str, *, status: int = 503, times: int | None = 1) -> None:
+        """Answer the revision-info API call for the repo with an HTTP error status."""
+        self._add_fault(repo_id, API_FAULT_KEY, Fault("status", status=status, times=times))
+
     def release_stalls(self) -> None:
         self._release.set()
 
@@ -409,6 +414,9 @@ class _Handler(BaseHTTPRequestHandler):
             repo_id, _, revision = rest.partition("/revision/")
         else:
             repo_id, revision = rest, "main"
+        fault = self.hub._take_fault(unquote(repo_id), API_FAULT_KEY)
+        if fault is not None and fault.kind == "status":
+            raise _Refused(fault.status, None, f"injected HTTP {fault.status}")
         repo = self._repo(unquote(repo_id))
         sha, files = self._commit(repo, unquote(revision))
         info = {

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from lpbyoc_worker.weights import (
 
 from .plan import Plan, RemoteFile, make_plan
 from .progress import Progress
-from .result import DISK_FULL, SUCCEEDED, PrefetchError, Result
+from .result import DISK_FULL, NETWORK_ERROR, SUCCEEDED, PrefetchError, Result
 from .transfer import Aborted, ContentHashes, FileFetcher, TransferSettings
 from .transport import Transport
 
@@ -55,12 +56,29 @@ class PrefetchRequest:
 def prefetch(request: PrefetchRequest, progress: Progress) -> Result:
     """Make `<cache>/models/<repo>/<sha>` complete for the request; raises PrefetchError on failure."""
     api = HfApi(endpoint=request.endpoint, token=request.token or False)
-    plan = make_plan(api, request.repo, request.revision, request.allow, request.ignore)
+    plan = _plan_with_retries(api, request)
     log.info("%s@%s is commit %s: %d files, %d bytes", plan.repo, plan.revision, plan.sha, len(plan.files),
              plan.total_bytes)
     progress.start(sha=plan.sha, bytes_total=plan.total_bytes, files_total=len(plan.files))
     with snapshot_lock(request.cache_dir, plan.repo, plan.sha):
         return _complete_snapshot(request, plan, progress)
+
+
+def _plan_with_retries(api: HfApi, request: PrefetchRequest) -> Plan:
+    """Resolve and list with the transfer's retry budget: a Hub hiccup should not fail the Job."""
+    settings = request.transfer
+    failures = 0
+    while True:
+        try:
+            return make_plan(api, request.repo, request.revision, request.allow, request.ignore)
+        except PrefetchError as exc:
+            failures += 1
+            if exc.reason != NETWORK_ERROR or failures > settings.max_retries:
+                raise
+            delay = settings.backoff(failures)
+            log.warning("resolving %s@%s: %s; retry %d/%d in %.1fs", request.repo, request.revision,
+                        exc.message, failures, settings.max_retries, delay)
+            time.sleep(delay)
 
 
 def _complete_snapshot(request: PrefetchRequest, plan: Plan, progress: Progress) -> Result:
