@@ -233,6 +233,11 @@ async def test_bearer_token(start_adapter: AdapterFactory, http: aiohttp.ClientS
         assert resp.status == 415
     async with http.get(f"{running.url}/stream/status") as resp:
         assert resp.status == 401
+    for path in ("/stream/start", "/live-video-to-video", "/image-to-image"):
+        async with http.post(
+            f"{running.url}{path}", json={}, headers={"Authorization": "Bearer nope"}
+        ) as resp:
+            assert resp.status == 401, path
     for path in ("/health", "/ready", "/healthz", "/metrics", "/version", "/v1/schema"):
         async with http.get(f"{running.url}{path}") as resp:
             assert resp.status == 200, path
