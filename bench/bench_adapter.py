@@ -36,7 +36,6 @@ from lpbyoc_worker.demo import DEMO_REPO, MODEL_NAME, demo_triton, free_port
 from PIL import Image
 
 Call = Callable[[], Awaitable[None]]
-WARMUP_ROUNDS = 3
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,12 +111,12 @@ async def timed(call: Call) -> float | None:
 
 
 async def measure(
-    calls: dict[str, Call], concurrency: int, rounds: int
+    calls: dict[str, Call], concurrency: int, rounds: int, warmup_rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     samples: dict[str, list[float]] = {name: [] for name in calls}
     errors = dict.fromkeys(calls, 0)
     names = list(calls)
-    for _ in range(WARMUP_ROUNDS):  # connections, Triton's and the adapter's first-call costs
+    for _ in range(warmup_rounds):  # connections, Triton's and the adapter's first-call costs
         for name in names:
             warm = await asyncio.gather(*(timed(calls[name]) for _ in range(concurrency)))
             errors[name] += sum(latency is None for latency in warm)
@@ -149,7 +148,7 @@ async def bench(args: argparse.Namespace, grpc_url: str) -> None:
             for size in args.sizes:
                 calls = make_calls(size, triton, http, url)
                 for concurrency in args.concurrency:
-                    samples, errors = await measure(calls, concurrency, args.rounds)
+                    samples, errors = await measure(calls, concurrency, args.rounds, args.warmup_rounds)
                     rows.append((size, concurrency, samples))
                     print_row(size, concurrency, samples, errors)
     finally:
@@ -195,7 +194,8 @@ def main() -> int:
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[64, 256, 512])
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4])
     args = parser.parse_args()
-    args.rounds = args.rounds or (12 if args.quick else 60)
+    args.rounds = args.rounds or (10 if args.quick else 60)
+    args.warmup_rounds = 1 if args.quick else 3
     print(
         f"B4 adapter vs tritonclient direct; {args.rounds} interleaved rounds per row; {os.cpu_count()} CPUs"
     )
