@@ -29,6 +29,7 @@ from lpbyoc_worker.tritonproc import (
     server_argv,
 )
 from lpbyoc_worker.tritonproc.install import STUB_NAME, server_environment
+from lpbyoc_worker.tritonproc.launcher import _shared_memory_files
 
 from tests.support.triton import RunningTriton, free_ports
 
@@ -133,6 +134,7 @@ def test_triton_subcommand_execs_the_server_which_drains_on_sigterm(
     triton_server: RunningTriton, tmp_path: Path
 ) -> None:
     http, grpc, metrics = free_ports(3)
+    backend_regions: list[Path] = []
     log = (tmp_path / "triton.log").open("wb")
     process = subprocess.Popen(
         [
@@ -170,6 +172,7 @@ def test_triton_subcommand_execs_the_server_which_drains_on_sigterm(
         # exec: the PID we started is tritonserver itself, so Kubernetes' SIGTERM reaches it directly.
         assert Path(f"/proc/{process.pid}/exe").resolve().name == "tritonserver"
         assert "nv_inference_request_success" in httpx.get(f"http://127.0.0.1:{metrics}/metrics").text
+        backend_regions = _shared_memory_files(process.pid)
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
     finally:
@@ -177,6 +180,8 @@ def test_triton_subcommand_execs_the_server_which_drains_on_sigterm(
             process.kill()
             process.wait()
         log.close()
+        for path in backend_regions:  # what the pod's own /dev/shm emptyDir would take with it
+            path.unlink(missing_ok=True)
 
 
 def test_a_model_that_fails_to_load_stops_the_start_with_triton_log(tmp_path: Path) -> None:

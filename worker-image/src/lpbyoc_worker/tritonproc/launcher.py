@@ -128,10 +128,15 @@ class TritonServer:
     def wait_until_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         urls = [f"{self.http_url}/v2/models/{name}/ready" for name in self.options.models]
+        seen_regions: set[Path] = set()
         with httpx.Client(timeout=2.0) as client:
             while True:
+                if self._process is not None:
+                    # Noted while it runs: a server that dies during start cannot be asked afterwards.
+                    seen_regions.update(_shared_memory_files(self._process.pid))
                 if self._process is None or self._process.poll() is not None:
                     code = None if self._process is None else self._process.returncode
+                    _remove_files(sorted(seen_regions))
                     raise TritonStartError(
                         f"tritonserver exited with code {code} before its models were ready; "
                         f"log {self.log_path}:\n{_log_tail(self.log_path)}"
