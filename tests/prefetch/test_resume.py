@@ -154,6 +154,7 @@ def test_progress_endpoint_reports_while_downloading(hub: FakeHub, cache: Path, 
         wait_until(lambda: progress().get("bytesDone", 0) >= stall_at + 2, timeout=30)
         seen = progress()
         metrics = httpx.get(f"{url}/metrics", timeout=2).text
+        time.sleep(0.5)  # several --log-interval periods while still downloading
     finally:
         hub.release_stalls()
         out, err = proc.communicate(timeout=60)

@@ -38,6 +38,11 @@ class RemoteFile:
     sha256: str | None  # the Hub's LFS sha256, when the file is in LFS
     git_oid: str | None  # the git blob id, which identifies a non-LFS file's bytes
 
+    @property
+    def etag(self) -> str:
+        """What the Hub's resolve endpoint answers as (X-Linked-)ETag for these bytes."""
+        return self.sha256 or self.git_oid or ""
+
 
 @dataclass(frozen=True)
 class Plan:

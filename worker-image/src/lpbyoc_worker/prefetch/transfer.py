@@ -15,13 +15,12 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from huggingface_hub import get_hf_file_metadata, hf_hub_url
+from huggingface_hub import hf_hub_url
 
 from lpbyoc_worker.weights import HASH_CHUNK
 
-from .plan import RemoteFile, classify
+from .plan import RemoteFile
 from .progress import Progress
 from .result import (
     CHECKSUM_MISMATCH,
@@ -217,17 +216,9 @@ class FileFetcher:
                     raise Aborted() from None
 
     def _attempt(self, remote: RemoteFile, part: Path) -> tuple[Path, str]:
-        url = hf_hub_url(self.repo, remote.path, revision=self.sha, endpoint=self.endpoint)
-        try:
-            meta = get_hf_file_metadata(url, token=self.token or False, timeout=self.settings.stall_timeout,
-                                        endpoint=self.endpoint)
-        except Exception as exc:
-            raise self._retry_or_fail(exc, remote) from None
-        if meta.commit_hash and meta.commit_hash != self.sha:
-            raise PrefetchError(
-                NETWORK_ERROR, f"asked for {remote.path} at {self.sha[:12]}, the Hub served {meta.commit_hash[:12]}"
-            )
-        etag = meta.etag or ""
+        # The tree listing already names the bytes at this commit (LFS sha256 or git blob id), which
+        # is also the ETag the Hub serves them under: no HEAD round trip per file is needed.
+        etag = remote.etag
         etag_file = part.with_name(part.name + ETAG_SUFFIX)
         offset = part.stat().st_size if part.exists() else 0
         stored = etag_file.read_text() if etag_file.exists() else None
@@ -240,7 +231,8 @@ class FileFetcher:
         hashes = ContentHashes(remote)
         hashes.update_from_file(part, offset)
         if offset < remote.size:
-            offset = self._download(remote, part, meta.location, etag, offset, hashes)
+            url = hf_hub_url(self.repo, remote.path, revision=self.sha, endpoint=self.endpoint)
+            offset = self._download(remote, part, url, etag, offset, hashes)
         if offset != remote.size:
             raise _Mismatch()
         sha256 = hashes.sha256.hexdigest()
@@ -252,22 +244,23 @@ class FileFetcher:
         return part, sha256
 
     def _download(
-        self, remote: RemoteFile, part: Path, location: str, etag: str, offset: int, hashes: ContentHashes
+        self, remote: RemoteFile, part: Path, url: str, etag: str, offset: int, hashes: ContentHashes
     ) -> int:
         headers = {"Accept-Encoding": "identity", "User-Agent": "lpbyoc-prefetch"}
-        on_hub = urlsplit(location).netloc == urlsplit(self.endpoint).netloc
-        if self.token and on_hub:
-            headers["Authorization"] = f"Bearer {self.token}"  # never sent to a CDN on another host
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"  # the transport drops it on a redirect to a CDN
         if offset:
             headers["Range"] = f"bytes={offset}-"
-            if on_hub:
-                # A CDN has ETags of its own; its URL is content-addressed, and the sidecar check
-                # above already compared the Hub's ETag, so If-Range goes to the Hub only.
-                headers["If-Range"] = f'"{etag}"'
+            headers["If-Range"] = f'"{etag}"'  # honoured by the Hub; dropped when redirected to a CDN
         try:
-            response = self.transport.get(location, headers)
+            response = self.transport.get(url, headers)
         except TransportError as exc:
             raise _Retry(str(exc), stalled=exc.stalled) from None
+        try:
+            self._check_origin(response, remote, part, etag, offset)
+        except BaseException:
+            response.close(reusable=False)
+            raise
         pipeline = HashPipeline(hashes) if remote.size - offset >= PIPELINE_MIN_BYTES else None
         single = memoryview(bytearray(READ_BUFFER_BYTES))
         try:
@@ -301,6 +294,20 @@ class FileFetcher:
             response.close()
         return offset
 
+    def _check_origin(self, response: Response, remote: RemoteFile, part: Path, etag: str, offset: int) -> None:
+        """The Hub's own headers (on its redirect, or on the file) must name the commit and bytes asked for."""
+        origin = response.origin_headers
+        commit = origin.get("X-Repo-Commit")
+        if commit and commit != self.sha:
+            raise PrefetchError(
+                NETWORK_ERROR, f"asked for {remote.path} at {self.sha[:12]}, the Hub served commit {commit[:12]}"
+            )
+        served = _normalize_etag(origin.get("X-Linked-Etag") or origin.get("ETag"))
+        if offset and etag and served and served != etag:
+            log.info("%s: the Hub serves another version (ETag changed); starting over", remote.path)
+            self._discard(part)
+            raise _Retry("the file changed on the Hub; restarting it", stalled=False)
+
     def _check_response(
         self, response: Response, remote: RemoteFile, part: Path, offset: int, hashes: ContentHashes
     ) -> int:
@@ -329,15 +336,11 @@ class FileFetcher:
             raise _Retry(f"HTTP {status} for {what}", stalled=False)
         raise PrefetchError(NETWORK_ERROR, f"unexpected HTTP {status} for {what}")
 
-    def _retry_or_fail(self, exc: Exception, remote: RemoteFile) -> Exception:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        mapped = classify(exc, self.repo, self.sha[:12], remote.path)
-        if mapped is None:
-            return exc
-        if mapped.reason == NETWORK_ERROR and (status is None or status in _RETRYABLE_STATUS):
-            stalled = "Timeout" in type(exc).__name__
-            return _Retry("no bytes in time (stalled)" if stalled else mapped.message, stalled=stalled)
-        return mapped
+def _normalize_etag(value: str | None) -> str | None:
+    # ETag: W/"abc" or "abc" -> abc
+    if not value:
+        return None
+    return value.removeprefix("W/").strip('"')
 
 
 def _content_range_start(value: str | None) -> int | None:

@@ -50,6 +50,12 @@ class Response:
     url: str
     _response: http.client.HTTPResponse
     _release: object = field(repr=False)
+    first_headers: Message | None = None  # of the first hop (the Hub's redirect), when redirected
+
+    @property
+    def origin_headers(self) -> Message:
+        """Headers of the first response in the chain: where the Hub puts X-Linked-Etag and X-Repo-Commit."""
+        return self.first_headers if self.first_headers is not None else self.headers
 
     def readinto(self, buffer: memoryview) -> int:
         """Fill `buffer` from the body; 0 at its end. TransportError on a network failure."""
@@ -86,10 +92,13 @@ class Transport:
         """GET `url`, following redirects; the caller reads the body and closes the Response."""
         headers = dict(headers)
         origin = urlsplit(url).netloc
+        first: Message | None = None
         for _ in range(MAX_REDIRECTS + 1):
             response = self._request(url, headers)
             if response.status not in _REDIRECTS:
+                response.first_headers = first
                 return response
+            first = first if first is not None else response.headers
             location = response.headers.get("Location")
             _drain(response)
             if not location:
@@ -97,6 +106,7 @@ class Transport:
             url = urljoin(url, location)
             if urlsplit(url).netloc != origin:
                 headers.pop("Authorization", None)  # a token is for the Hub, never for a CDN
+                headers.pop("If-Range", None)  # a CDN has ETags of its own
         raise TransportError(f"more than {MAX_REDIRECTS} redirects", stalled=False)
 
     def close(self) -> None:
