@@ -1,10 +1,10 @@
 """Operator scale benchmark: N capabilities created at once against the API double.
 
-For each N the real operator (kopf, in this process) reconciles N byoc capabilities, each with
-its own model (so N claims, Jobs, Services and Deployments), while a stand-in kubelet in this
-process completes every prefetch Job and makes every Deployment available. The API double
-(kmock) and a stand-in orchestrator run in a child process, so the RSS measured here is the
-operator's (plus the small stand-in kubelet).
+For each N (each in a fresh process) the real operator (kopf) reconciles N byoc capabilities
+created at once, each with its own model (so N claims, Jobs, Services and Deployments). A child
+process holds everything else: the API double (kmock), a stand-in orchestrator, the creation of
+the capabilities and a stand-in kubelet that completes every prefetch Job and makes every
+Deployment available. The RSS measured is therefore the operator's alone.
 
 Columns: time until all N are Ready, per capability; the pure render + status policy time per
 capability (the baseline: what the reconcile computes without any API); operator API writes
@@ -47,7 +47,52 @@ IDLE_WINDOW_S = 2.5 * RESYNC_S
 CREATE_CONCURRENCY = 50
 
 
-# -- the child process: API double + stand-in orchestrator + request counts --------------------
+# -- the child process: API double, stand-in orchestrator, creator and kubelet -------------------
+
+
+class ClusterSide:
+    """Runs in the child process: creates the capabilities and plays the kubelet and controllers."""
+
+    def __init__(self, api: Any, api_url: str, orch_url: str) -> None:
+        self.api = api
+        self.kube = Kube.connect(server=api_url, patch_strategy="merge")
+        self.orch_url = orch_url
+        self.n = 0
+        self.finished: set[str] = set()
+        self.ready = 0
+        self.phases: Counter[str] = Counter()
+        self.task: asyncio.Task[None] | None = None
+
+    async def prepare(self) -> None:
+        secret = {"secret": base64.b64encode(ORCH_SECRET.encode()).decode()}
+        await self.kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orch", "namespace": NAMESPACE}, "data": secret})
+
+    async def start(self, n: int) -> None:
+        self.n = n
+        limit = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+        async def create(i: int) -> None:
+            async with limit:
+                await self.kube.create({"apiVersion": API_VERSION, "kind": KIND,
+                                        "metadata": {"name": f"cap-{i}", "namespace": NAMESPACE},
+                                        "spec": spec_for(i, self.orch_url)})
+
+        await asyncio.gather(*(create(i) for i in range(n)))
+        self.task = asyncio.get_running_loop().create_task(self._play())
+
+    async def _play(self) -> None:
+        while True:
+            await kubelet_step(self.kube, self.finished)
+            caps = await self.kube.list(API_VERSION, KIND, NAMESPACE)
+            self.phases = Counter(str((c.get("status") or {}).get("phase")) for c in caps)
+            self.ready = self.phases.get("Ready", 0)
+            await asyncio.sleep(0.1)
+
+    def state(self) -> dict[str, Any]:
+        counts = {m: self.api.method_counts[m] for m in ("GET", "POST", "PATCH", "PUT", "DELETE")}
+        writes = counts["POST"] + counts["PATCH"] + counts["PUT"] + counts["DELETE"]
+        return {"writes": writes, "kubeletWrites": sum(self.kube.writes.values()), "ready": self.ready,
+                "phases": dict(self.phases)}
 
 
 def serve_api() -> None:
@@ -58,29 +103,38 @@ def serve_api() -> None:
         api, api_url = api_double(thread, request_log_limit=8)
         peers = DemoPeers()
         peers_url, _, runner = thread.run(peers.start())
+        side = ClusterSide(api, api_url, peers_url)
+        thread.run(side.prepare())
 
-        async def counts(request: web.Request) -> web.Response:
-            result = {m: api.method_counts[m] for m in ("GET", "POST", "PATCH", "PUT", "DELETE")}
-            return web.json_response(result)
+        async def state(request: web.Request) -> web.Response:
+            return web.json_response(side.state())
 
-        async def start_counts() -> tuple[str, web.AppRunner]:
+        async def start(request: web.Request) -> web.Response:
+            await side.start(int(request.query["n"]))
+            return web.json_response(side.state())
+
+        async def control() -> tuple[str, web.AppRunner]:
             app = web.Application()
-            app.router.add_get("/counts", counts)
-            count_runner = web.AppRunner(app, access_log=None)
-            await count_runner.setup()
-            site = web.TCPSite(count_runner, "127.0.0.1", 0)
+            app.router.add_get("/state", state)
+            app.router.add_post("/start", start)
+            control_runner = web.AppRunner(app, access_log=None)
+            await control_runner.setup()
+            site = web.TCPSite(control_runner, "127.0.0.1", 0)
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            return f"http://127.0.0.1:{port}/counts", count_runner
+            return f"http://127.0.0.1:{port}", control_runner
 
-        counts_url, count_runner = thread.run(start_counts())
-        print(json.dumps({"api": api_url, "orch": peers_url, "counts": counts_url}), flush=True)
+        control_url, control_runner = thread.run(control())
+        print(json.dumps({"api": api_url, "orch": peers_url, "control": control_url}), flush=True)
         sys.stdin.read()  # until the parent closes our stdin
-        thread.run(count_runner.cleanup())
+        if side.task is not None:
+            thread.loop.call_soon_threadsafe(side.task.cancel)
+        thread.run(side.kube.close())
+        thread.run(control_runner.cleanup())
         thread.run(runner.cleanup())
 
 
-# -- the parent: operator + kubelet -------------------------------------------------------------
+# -- the parent: the operator alone -----------------------------------------------------------------
 
 
 def rss_kib() -> int:
@@ -91,12 +145,15 @@ def rss_kib() -> int:
 
 
 def spec_for(i: int, orch_url: str) -> dict[str, Any]:
+    # insecureSkipVerify: the stand-in orchestrator is plain HTTP, and without it the BYOC
+    # registrar loads the CA bundle into a new TLS context per registration, which alone
+    # doubles the RSS measured here.
     return {
         "capability": {"name": f"cap-{i}", "integration": "byoc"},
         "model": {"repo": f"bench/model-{i}", "revision": f"{i:040x}"},
         "cache": {"size": "1Gi"},
         "replicas": 1,
-        "orchestrator": {"name": "orch", "url": orch_url, "secretRef": {"name": "orch", "key": "secret"}},
+        "orchestrator": {"name": "orch", "url": orch_url, "secretRef": {"name": "orch", "key": "secret"}, "tls": {"insecureSkipVerify": True}},
     }
 
 
@@ -125,11 +182,6 @@ def reconcile_count() -> float:
     )
 
 
-async def api_writes(client: httpx.AsyncClient, counts_url: str) -> int:
-    counts = (await client.get(counts_url)).json()
-    return int(counts["POST"] + counts["PATCH"] + counts["PUT"] + counts["DELETE"])
-
-
 async def kubelet_step(kube: Kube, finished: set[str]) -> None:
     """Complete every prefetch Job and make every Deployment available (once each)."""
     for job in await kube.list("batch/v1", "Job", NAMESPACE):
@@ -154,56 +206,45 @@ async def measure(n: int, urls: dict[str, str], trace: bool = False) -> dict[str
     stop = asyncio.Event()
     import lpbyoc.handlers  # noqa: F401  (registers the handlers with kopf)
 
-    kubelet = Kube.connect(server=urls["api"], patch_strategy="merge")
-    client = httpx.AsyncClient()
+    client = httpx.AsyncClient(base_url=urls["control"], timeout=120)
     operator = asyncio.create_task(kopf.operator(namespaces=[NAMESPACE], standalone=True, memo=memo, stop_flag=stop))
     try:
-        secret = {"secret": base64.b64encode(ORCH_SECRET.encode()).decode()}
-        await kubelet.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orch", "namespace": NAMESPACE}, "data": secret})
         await asyncio.sleep(1.0)  # the operator opens its watches
         gc.collect()
         rss_before = rss_kib()
-        writes_before, reconciles_before = await api_writes(client, urls["counts"]), reconcile_count()
-        specs = [spec_for(i, urls["orch"]) for i in range(n)]
-        limit = asyncio.Semaphore(CREATE_CONCURRENCY)
-
-        async def create(i: int) -> None:
-            async with limit:
-                await kubelet.create({"apiVersion": API_VERSION, "kind": KIND,
-                                      "metadata": {"name": f"cap-{i}", "namespace": NAMESPACE}, "spec": specs[i]})
-
+        before, reconciles_before = (await client.get("/state")).json(), reconcile_count()
         started = time.perf_counter()
-        await asyncio.gather(*(create(i) for i in range(n)))
-        finished: set[str] = set()
+        await client.post("/start", params={"n": n})
         deadline = started + 60 + 0.5 * n
         while True:
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"N={n}: not all Ready after {time.perf_counter() - started:.0f}s")
-            await kubelet_step(kubelet, finished)
-            caps = await kubelet.list(API_VERSION, KIND, NAMESPACE)
-            ready = sum(1 for c in caps if (c.get("status") or {}).get("phase") == "Ready")
+            state = (await client.get("/state")).json()
             if trace:
-                phases = Counter(str((c.get("status") or {}).get("phase")) for c in caps)
-                print(f"{time.perf_counter() - started:6.1f}s {dict(phases)}", file=sys.stderr)
-            if ready == n:
+                print(f"{time.perf_counter() - started:6.1f}s {state['phases']}", file=sys.stderr)
+            if state["ready"] == n:
                 break
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"N={n}: not all Ready after {time.perf_counter() - started:.0f}s: {state['phases']}")
             if operator.done():
                 operator.result()
             await asyncio.sleep(0.1)
         all_ready = time.perf_counter() - started
         await asyncio.sleep(0.5)  # the last triggered reconciles settle
-        kubelet_writes = sum(kubelet.writes.values())
-        writes_ready = await api_writes(client, urls["counts"])
-        reconciles_ready = reconcile_count()
-        operator_writes = writes_ready - writes_before - kubelet_writes
+        ready_state, reconciles_ready = (await client.get("/state")).json(), reconcile_count()
+        # Writes by the operator: all writes but the capabilities' creation and the kubelet's.
+        operator_writes = (ready_state["writes"] - before["writes"]) - n - (
+            ready_state["kubeletWrites"] - before["kubeletWrites"])
         reconciles = reconciles_ready - reconciles_before
 
         await asyncio.sleep(IDLE_WINDOW_S)
-        idle_writes = await api_writes(client, urls["counts"]) - writes_ready - (sum(kubelet.writes.values()) - kubelet_writes)
+        idle_state = (await client.get("/state")).json()
+        idle_writes = (idle_state["writes"] - ready_state["writes"]) - (
+            idle_state["kubeletWrites"] - ready_state["kubeletWrites"])
         idle_reconciles = reconcile_count() - reconciles_ready
         gc.collect()
-        rss_per_cr = (rss_kib() - rss_before) / n
+        rss_after = rss_kib()
+        specs = [spec_for(i, "http://orch") for i in range(n)]
         return {
+            "rss_kib": rss_after,
             "n": n,
             "ready_s": all_ready,
             "per_cr_ms": 1000 * all_ready / n,
@@ -212,13 +253,12 @@ async def measure(n: int, urls: dict[str, str], trace: bool = False) -> dict[str
             "writes_per_cr": operator_writes / n,
             "idle_writes": idle_writes,
             "idle_reconciles": idle_reconciles,
-            "rss_kib_per_cr": rss_per_cr,
+            "rss_kib_per_cr": (rss_after - rss_before) / n,
         }
     finally:
         stop.set()
         await asyncio.wait_for(operator, timeout=30)
         await operator_kube.close()
-        await kubelet.close()
         await client.aclose()
 
 
@@ -234,29 +274,45 @@ def run_size(n: int, trace: bool = False) -> dict[str, float]:
         child.wait(timeout=30)
 
 
+def run_isolated(n: int, trace: bool) -> dict[str, float]:
+    """One size in a fresh process, so that RSS is not inherited from the previous size."""
+    command = [sys.executable, __file__, "--one", str(n), *(["--trace"] if trace else [])]
+    out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+    row: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N = 1, 50 only (under a minute)")
     parser.add_argument("--sizes", default="", help="comma-separated N values (default 1,100,1000)")
     parser.add_argument("--serve-api", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help="print phase counts while waiting")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_api:
         serve_api()
         return 0
     kopf.configure(quiet=True)
+    if args.one:
+        print(json.dumps(run_size(args.one, args.trace)))
+        return 0
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([1, 50] if args.quick else [1, 100, 1000])
-    rows = [run_size(n, args.trace) for n in sizes]
+    rows = [run_isolated(n, args.trace) for n in sizes]
     header = ("N", "all Ready s", "per CR ms", "render per CR ms", "writes/reconcile", "writes/CR",
-              f"idle writes ({IDLE_WINDOW_S:.0f}s)", "idle reconciles", "RSS KiB/CR")
+              f"idle writes ({IDLE_WINDOW_S:.0f}s)", "idle reconciles", "RSS MiB", "RSS growth KiB/CR")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for r in rows:
         print(f"| {r['n']:.0f} | {r['ready_s']:.2f} | {r['per_cr_ms']:.1f} | {r['render_ms']:.3f} | "
               f"{r['writes_per_reconcile']:.2f} | {r['writes_per_cr']:.1f} | {r['idle_writes']:.0f} | "
-              f"{r['idle_reconciles']:.0f} | {r['rss_kib_per_cr']:.1f} |")
+              f"{r['idle_reconciles']:.0f} | {r['rss_kib'] / 1024:.0f} | {r['rss_kib_per_cr']:.1f} |")
     first, last = rows[0], rows[-1]
     ratio = last["per_cr_ms"] / first["per_cr_ms"]
+    if len(rows) >= 2:
+        prev = rows[-2]
+        marginal = (last["rss_kib"] - prev["rss_kib"]) / max(1.0, last["n"] - prev["n"])
+        print(f"\nmarginal RSS per CR from N={prev['n']:.0f} to N={last['n']:.0f}: {marginal:.1f} KiB")
     print(f"\nper-CR time to Ready, N={last['n']:.0f} / N={first['n']:.0f}: {ratio:.2f} (target <= 1.5); "
           f"per-CR reconcile vs pure render at N={last['n']:.0f}: {last['per_cr_ms'] / last['render_ms']:.0f}x; "
           f"idle writes: {sum(r['idle_writes'] for r in rows):.0f} (target 0); "
