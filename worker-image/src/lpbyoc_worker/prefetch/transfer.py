@@ -267,7 +267,10 @@ class FileFetcher:
             offset = self._check_response(response, remote, part, offset, hashes)
             with open(part, "r+b", buffering=0) as fh:
                 fh.seek(offset)
-                fh.truncate()
+                if part.stat().st_size > offset:
+                    # Only when needed: ext4 flushes a file truncated to 0 on close (auto_da_alloc),
+                    # which made every fresh download wait for the disk.
+                    fh.truncate()
                 while True:
                     if self.abort.is_set():
                         raise Aborted()
