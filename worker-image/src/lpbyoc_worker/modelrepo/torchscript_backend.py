@@ -38,8 +38,9 @@ class TritonPythonModel:
         self.module = torch.jit.load(str(path), map_location=self.device).eval()
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        # Requests whose non-batch shapes match run as one batch (what dynamic batching is for);
-        # a failing group answers its own requests with the error, the others still succeed.
+        # Requests run as one batch (what dynamic batching is for). Triton's batcher only joins
+        # same-shaped requests; grouping by shape here keeps any other list of requests correct.
+        # A failing group answers its own requests with the error, the others still succeed.
         responses: list[Any] = [None] * len(requests)
         groups: dict[Any, list[tuple[int, list[np.ndarray]]]] = {}
         for index, request in enumerate(requests):
