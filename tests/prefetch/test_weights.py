@@ -1,4 +1,4 @@
-"""The cache layout and marker helpers the worker and the prefetcher share."""
+"""The cache layout and marker functions the worker and the prefetcher share."""
 
 from __future__ import annotations
 
