@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import shutil
 import threading
 from pathlib import Path
 
 import pytest
 from lpbyoc_worker import cli
+from lpbyoc_worker.prefetch import snapshot, transfer
 from lpbyoc_worker.prefetch.plan import RemoteFile
 from lpbyoc_worker.prefetch.progress import Progress
 from lpbyoc_worker.prefetch.result import PrefetchError
@@ -108,12 +112,29 @@ def test_server_errors_are_retried_then_reported_as_network_error(hub: FakeHub, 
     assert_failed(run_prefetch("--max-retries", "1", repo="acme/other"), "NetworkError", cache, "acme/other")
 
 
+SMALL_VOLUME_BYTES = 2 * 1024 * 1024
+
+
+class _SizeLimitedFile(io.FileIO):
+    """Stands in for a full volume where no tmpfs can be mounted: ENOSPC past the size limit."""
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def]
+        if self.tell() + len(data) > SMALL_VOLUME_BYTES:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
 @pytest.fixture
-def small_volume(tmp_path: Path):
-    with tmpfs(tmp_path / "small", "2m") as mounted:
+def small_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A 2 MiB volume: a real tmpfs (root), else a mock of a full disk (free space and ENOSPC on write)."""
+    path = tmp_path / "small"
+    with tmpfs(path, "2m") as mounted:
         if not mounted:
-            pytest.skip("cannot mount a tmpfs here (needs root); the disk-full path is not exercised")
-        yield tmp_path / "small"
+            usage = shutil.disk_usage(tmp_path)._replace(free=SMALL_VOLUME_BYTES)
+            monkeypatch.setattr(snapshot.shutil, "disk_usage", lambda _: usage)
+            monkeypatch.setattr(transfer, "open", lambda f, mode, buffering=-1: _SizeLimitedFile(f, mode.replace("b", "")),
+                                raising=False)
+        yield path
 
 
 def test_disk_full_before_download_keeps_no_marker(hub: FakeHub, small_volume: Path, monkeypatch) -> None:
