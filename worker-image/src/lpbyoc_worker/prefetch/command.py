@@ -78,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(request: PrefetchRequest, progress: Progress) -> Result:
-    sha = None
     try:
         result = prefetch(request, progress)
         log.info("%s", result.message)
@@ -89,12 +88,11 @@ def _run(request: PrefetchRequest, progress: Progress) -> Result:
         log.exception("prefetch failed unexpectedly")
         failure = (INTERNAL_ERROR, f"unexpected {type(exc).__name__}: {_scrub(str(exc), request.token)}")
     progress.set_state("failed")
-    sha = progress.sha
     reason, message = failure
     message = _scrub(message, request.token)
     log.error("prefetch failed: %s: %s", reason, message)
-    return Result(reason=reason, message=message, sha=sha, bytes=progress.bytes_total, files=progress.files_total,
-                  bytes_downloaded=progress.bytes_downloaded)
+    return Result(reason=reason, message=message, sha=progress.sha, bytes=progress.bytes_total,
+                  files=progress.files_total, bytes_downloaded=progress.bytes_downloaded)
 
 
 def _scrub(text: str, token: str | None) -> str:

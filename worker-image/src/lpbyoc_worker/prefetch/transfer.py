@@ -2,8 +2,10 @@
 
 huggingface_hub deletes its temporary file when a process dies, so the transfer is done here:
 the file grows under `<cache>/.partial/...` next to a small sidecar holding the ETag it was
-started from; a later attempt (or process) continues with `Range` + `If-Range` only when the
-Hub still serves the same ETag for the same commit, and starts over otherwise.
+started from (the tree listing's LFS sha256 or git blob id, which is what the Hub answers as
+`X-Linked-Etag`/`ETag`); a later attempt (or process) continues with `Range` (+ `If-Range` to
+the Hub itself) only when that ETag and the Hub's `X-Repo-Commit` still match, and starts over
+otherwise. Every file is verified against the Hub's checksum before it leaves `.partial`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 
 ETAG_SUFFIX = ".lpbyoc-etag"
 READ_BUFFER_BYTES = 1024 * 1024
-WRITE_SLICE_BYTES = 128 * 1024  # single writes above ~256 KiB were several times slower into the page cache
+WRITE_SLICE_BYTES = 128 * 1024  # moderate write sizes were the fastest page-cache copies measured here
 PIPELINE_MIN_BYTES = 8 * 1024 * 1024  # below this a second thread costs more than it saves
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
