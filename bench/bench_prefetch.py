@@ -1,7 +1,7 @@
 """B6/B7: weights prefetch throughput against a raw httpx download, and resume after a kill.
 
 B6 downloads (a) one large file and (b) many 5 MB files from the loopback Hub server (in its
-own process), once with the prefetcher (pinning, HEAD per file, sha256 verification, marker)
+own process), once with the prefetcher (pinning, tree listing, sha256 verification, marker)
 and once with a plain streaming httpx GET of the same bytes into files, interleaved round by
 round after one uncounted warm-up round; it reports median throughputs, CPU seconds per GB of
 this process, and the median of the per-round ratios (target >= 0.8).

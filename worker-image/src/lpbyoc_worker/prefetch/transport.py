@@ -3,7 +3,7 @@
 Why not httpx here: streaming through httpx costs a Python-level event per 64 KiB read, which
 on a loaded node made the transfer plus its sha256 slower than the link; `readinto` a reused
 1 MiB buffer moves the same bytes at less than half the CPU (see bench/bench_prefetch.py).
-The Hub API calls (revision, tree, HEAD) still go through huggingface_hub.
+The Hub API calls (revision, tree) still go through huggingface_hub.
 
 Handles what the Hub needs: https with the certifi bundle, redirects to a CDN (the
 Authorization header is dropped when the host changes), and HTTP(S)_PROXY / NO_PROXY.
