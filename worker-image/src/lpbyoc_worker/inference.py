@@ -1,16 +1,16 @@
 """Async client for the Triton server next to the adapter: binary tensors, typed errors.
 
 Transport: gRPC (`tritonclient.grpc.aio`) with the tensors in system shared memory, by default.
-Measured on the 2-core CPU dev machine (tiny 3x3 conv on the python backend, one client, batch 1
-fp32, p50 of interleaved calls; bench/bench_triton.py repeats it):
-    frame     http.aio     grpc.aio     grpc.aio + shared memory
-    64²       2.6 ms       0.8 ms       0.8 ms
-    256²      34 ms        2.3 ms       1.5 ms
-    512²      129 ms       14.6 ms      10.7 ms
-(http.aio: 40 calls; gRPC columns: tritonclient's blocking gRPC client, 120 calls, which grpc.aio
-matched within 15%. Under load every number grows; the order stays.) Shared memory needs /dev/shm shared by the adapter and Triton (in the pod: one
-memory emptyDir mounted at /dev/shm in both containers); when Triton cannot open the regions, or
-keeps failing with them, the client falls back to plain gRPC. `protocol="http"` remains for comparison.
+Measured on the 2-core CPU dev machine with bench/bench_triton.py (tiny 3x3 conv on the python
+backend, one client, batch 1 fp32, p50 of 100 interleaved calls, load average about 1):
+    frame     http.aio     grpc.aio     grpc.aio + shared memory     (module in-process)
+    64²       2.8 ms       1.5 ms       1.0 ms                       0.3 ms
+    256²      36 ms        8.1 ms       4.0 ms                       0.8 ms
+    512²      127 ms       13.4 ms      7.5 ms                       2.2 ms
+Under load every number grows; the order stays. Shared memory needs /dev/shm shared by the
+adapter and Triton (in the pod: one memory emptyDir mounted at /dev/shm in both containers); when
+Triton cannot open the regions, or keeps failing with them, the client falls back to plain gRPC.
+`protocol="http"` remains for comparison.
 
 Errors callers can act on:
 - `TritonUnavailable`: cannot reach Triton, or the model is not loaded/ready (→ 503, retry later);
