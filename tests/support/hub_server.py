@@ -23,6 +23,8 @@ import io
 import json
 import re
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -555,13 +557,22 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve_hub(host: str = "127.0.0.1", port: int = 0) -> Iterator[FakeHub]:
-    """Run a FakeHub on loopback in a background thread for the duration of the block."""
+def serve_hub(host: str = "127.0.0.1", port: int = 0, *, tls: tuple[Path, Path] | None = None) -> Iterator[FakeHub]:
+    """Run a FakeHub on loopback in a background thread for the duration of the block.
+
+    `tls=(certfile, keyfile)` serves https (see `self_signed_cert`).
+    """
     hub = FakeHub()
     handler = type("BoundHandler", (_Handler,), {"hub": hub})
     server = _QuietServer((host, port), handler)
-    hub.url = f"http://{host}:{server.server_address[1]}"
-    hub.cdn_url = f"http://localhost:{server.server_address[1]}"
+    scheme = "http"
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    hub.url = f"{scheme}://{host}:{server.server_address[1]}"
+    hub.cdn_url = f"{scheme}://localhost:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, name="fake-hub", daemon=True)
     thread.start()
     try:
@@ -627,6 +638,17 @@ def write_files(files: Mapping[str, bytes | Content], directory: Path | str) -> 
     return root
 
 
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost (openssl CLI); trust it with SSL_CERT_FILE."""
+    cert, key = directory / "hub-cert.pem", directory / "hub-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -649,6 +671,7 @@ __all__ = [
     "content_sha256",
     "free_port",
     "git_blob_oid",
+    "self_signed_cert",
     "serve_hub",
     "tiny_model_files",
     "tiny_torchscript_model",

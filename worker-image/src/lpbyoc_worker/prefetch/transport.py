@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import os
 import ssl
 import threading
 import urllib.request
@@ -34,13 +35,19 @@ class TransportError(Exception):
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    """Built once, on first https use: loading the CA bundle costs tens of milliseconds."""
-    try:
-        import certifi  # httpx's own dependency, so present wherever huggingface_hub is
+    """Built once, on first https use: loading the CA bundle costs tens of milliseconds.
 
-        return ssl.create_default_context(cafile=certifi.where())
-    except ImportError:  # pragma: no cover - certifi is always installed with httpx
-        return ssl.create_default_context()
+    `SSL_CERT_FILE` (a mirror behind a private CA) wins over the certifi bundle, as in httpx.
+    """
+    cafile = os.environ.get("SSL_CERT_FILE")
+    if not cafile:
+        try:
+            import certifi  # httpx's own dependency, so present wherever huggingface_hub is
+
+            cafile = certifi.where()
+        except ImportError:  # pragma: no cover - certifi is always installed with httpx
+            cafile = None
+    return ssl.create_default_context(cafile=cafile)
 
 
 @dataclass
