@@ -213,7 +213,7 @@ async def measure(n: int, urls: dict[str, str], trace: bool = False) -> dict[str
         gc.collect()
         rss_before = rss_kib()
         before, reconciles_before = (await client.get("/state")).json(), reconcile_count()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await client.post("/start", params={"n": n})
         deadline = started + 60 + 0.5 * n
         while True:
@@ -227,8 +227,14 @@ async def measure(n: int, urls: dict[str, str], trace: bool = False) -> dict[str
             if operator.done():
                 operator.result()
             await asyncio.sleep(0.1)
-        all_ready = time.perf_counter() - started
-        await asyncio.sleep(0.5)  # the last triggered reconciles settle
+        all_ready, cpu_ready = time.perf_counter() - started, time.process_time() - cpu_started
+        # Wait until writes stop (the last Events and status writes of the burst), then measure idle.
+        settled_at, last_writes, quiet_since = time.perf_counter(), -1, time.perf_counter()
+        while time.perf_counter() - quiet_since < 2 * RESYNC_S and time.perf_counter() - settled_at < 120:
+            writes = (await client.get("/state")).json()["writes"]
+            if writes != last_writes:
+                last_writes, quiet_since = writes, time.perf_counter()
+            await asyncio.sleep(0.5)
         ready_state, reconciles_ready = (await client.get("/state")).json(), reconcile_count()
         # Writes by the operator: all writes but the capabilities' creation and the kubelet's.
         operator_writes = (ready_state["writes"] - before["writes"]) - n - (
@@ -248,6 +254,7 @@ async def measure(n: int, urls: dict[str, str], trace: bool = False) -> dict[str
             "n": n,
             "ready_s": all_ready,
             "per_cr_ms": 1000 * all_ready / n,
+            "cpu_per_cr_ms": 1000 * cpu_ready / n,
             "render_ms": 1000 * render_seconds_per_cr(specs),
             "writes_per_reconcile": operator_writes / max(1.0, reconciles),
             "writes_per_cr": operator_writes / n,
@@ -299,12 +306,12 @@ def main() -> int:
         return 0
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([1, 50] if args.quick else [1, 100, 1000])
     rows = [run_isolated(n, args.trace) for n in sizes]
-    header = ("N", "all Ready s", "per CR ms", "render per CR ms", "writes/reconcile", "writes/CR",
+    header = ("N", "all Ready s", "per CR ms", "operator CPU per CR ms", "render per CR ms", "writes/reconcile", "writes/CR",
               f"idle writes ({IDLE_WINDOW_S:.0f}s)", "idle reconciles", "RSS MiB", "RSS growth KiB/CR")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for r in rows:
-        print(f"| {r['n']:.0f} | {r['ready_s']:.2f} | {r['per_cr_ms']:.1f} | {r['render_ms']:.3f} | "
+        print(f"| {r['n']:.0f} | {r['ready_s']:.2f} | {r['per_cr_ms']:.1f} | {r['cpu_per_cr_ms']:.1f} | {r['render_ms']:.3f} | "
               f"{r['writes_per_reconcile']:.2f} | {r['writes_per_cr']:.1f} | {r['idle_writes']:.0f} | "
               f"{r['idle_reconciles']:.0f} | {r['rss_kib'] / 1024:.0f} | {r['rss_kib_per_cr']:.1f} |")
     first, last = rows[0], rows[-1]
@@ -313,7 +320,9 @@ def main() -> int:
         prev = rows[-2]
         marginal = (last["rss_kib"] - prev["rss_kib"]) / max(1.0, last["n"] - prev["n"])
         print(f"\nmarginal RSS per CR from N={prev['n']:.0f} to N={last['n']:.0f}: {marginal:.1f} KiB")
+    cpu_ratio = last["cpu_per_cr_ms"] / first["cpu_per_cr_ms"]
     print(f"\nper-CR time to Ready, N={last['n']:.0f} / N={first['n']:.0f}: {ratio:.2f} (target <= 1.5); "
+          f"operator CPU per CR: {cpu_ratio:.2f}; "
           f"per-CR reconcile vs pure render at N={last['n']:.0f}: {last['per_cr_ms'] / last['render_ms']:.0f}x; "
           f"idle writes: {sum(r['idle_writes'] for r in rows):.0f} (target 0); "
           f"RSS per CR at N={last['n']:.0f}: {last['rss_kib_per_cr']:.1f} KiB (target <= 50)")

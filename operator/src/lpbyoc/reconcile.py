@@ -106,8 +106,8 @@ class Runtime:
     tuning: RuntimeTuning = field(default_factory=RuntimeTuning)
     indexes: Indexes | None = None
     clock: Callable[[], float] = time.time
-    # The status this operator last wrote per capability: fresher than a lagging watch.
-    written_status: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    # The status this operator last wrote per capability (compact JSON): fresher than a lagging watch.
+    written_status: dict[Key, str] = field(default_factory=dict)
     phases: dict[Key, str] = field(default_factory=dict)
     # (kind, namespace, name) -> (expires at, what was read): Secret key names, StorageClass presence.
     reference_cache: dict[tuple[str, str, str], tuple[float, Any]] = field(default_factory=dict)
@@ -239,7 +239,7 @@ async def _write_status(rt: Runtime, cap: CapabilityRecord, old: Mapping[str, An
         if exc.status == 404:  # deleted meanwhile
             return
         raise
-    rt.written_status[key] = new
+    rt.written_status[key] = json.dumps(new, separators=(",", ":"))
     for event_type, reason, message in events_for(old, new):
         _post_event(cap, event_type, reason, message)
 
@@ -252,7 +252,11 @@ def _post_event(cap: CapabilityRecord, event_type: str, reason: str, message: st
 
 
 def _previous_status(rt: Runtime, cap: CapabilityRecord) -> dict[str, Any]:
-    return rt.written_status.get((cap.namespace, cap.name)) or cap.status()
+    written = rt.written_status.get((cap.namespace, cap.name))
+    if written is None:
+        return cap.status()
+    status: dict[str, Any] = json.loads(written)
+    return status
 
 
 def _now_text(rt: Runtime) -> str:
@@ -454,6 +458,8 @@ class Reconciler:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._scheduled: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
         self._limit = asyncio.Semaphore(runtime.tuning.concurrency)
         self._resync: asyncio.Task[None] | None = None
 
@@ -511,18 +517,32 @@ class Reconciler:
 
     def _spawn(self, key: Key) -> None:
         self._scheduled.pop(key, None)
+        if key in self._active:
+            # One background reconcile per key, queued or running: it runs once more when done,
+            # so a burst of triggers never piles up tasks (or repeated work) behind the lock.
+            self._dirty.add(key)
+            return
+        self._active.add(key)
         task = asyncio.get_running_loop().create_task(self._background(key))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _background(self, key: Key) -> None:
         try:
-            await self.reconcile_now(key)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.warning("reconcile of %s/%s failed, retrying: %s", key[0], key[1], exc)
-            self.trigger(key, self.runtime.tuning.retry_base)
+            while True:
+                self._dirty.discard(key)
+                try:
+                    await self.reconcile_now(key)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning("reconcile of %s/%s failed, retrying: %s", key[0], key[1], exc)
+                    self.trigger(key, self.runtime.tuning.retry_base)
+                    return
+                if key not in self._dirty:
+                    return
+        finally:
+            self._active.discard(key)
 
     def start_resync(self) -> None:
         if self._resync is None:
