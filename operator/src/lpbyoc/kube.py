@@ -28,9 +28,9 @@ from lightkube.core.resource_registry import AnyResourceType, resource_registry
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import CascadeType, PatchType
 
+from lpbyoc.settings import OperatorSettings, PatchStrategy
 from lpbyoc.spec import GROUP, KIND, PLURAL, VERSION, SecretKeyRef
 
-PatchStrategy = Literal["apply", "merge"]
 FIELD_MANAGER = "lpbyoc"
 WriteVerb = Literal["create", "patch", "delete"]
 
@@ -155,6 +155,18 @@ class Kube:
         config = config_for(server=server, kubeconfig=kubeconfig)
         client = AsyncClient(config, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(timeout_seconds))
         return cls(client, patch_strategy=patch_strategy, on_write=on_write)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: OperatorSettings,
+        *,
+        server: str | None = None,
+        kubeconfig: str | None = None,
+        on_write: Callable[[WriteVerb, str], None] | None = None,
+    ) -> Kube:
+        """A client writing the way the operator settings say (server-side apply or merge patch)."""
+        return cls.connect(server=server, kubeconfig=kubeconfig, patch_strategy=settings.patch_strategy, on_write=on_write)
 
     @property
     def config(self) -> SingleConfig:

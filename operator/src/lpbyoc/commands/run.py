@@ -67,10 +67,7 @@ def watched_namespaces(namespaces: Sequence[str] | None, environ: dict[str, str]
 
 
 async def serve(args: argparse.Namespace, settings: OperatorSettings, stop: asyncio.Event | None = None) -> None:
-    kube = Kube.connect(
-        server=args.server, kubeconfig=args.kubeconfig, patch_strategy=settings.patch_strategy,
-        on_write=metrics.count_write,
-    )
+    kube = Kube.from_settings(settings, server=args.server, kubeconfig=args.kubeconfig, on_write=metrics.count_write)
     runtime = Runtime(kube=kube, settings=settings, tuning=RuntimeTuning(resync_interval=args.resync_interval))
     memo = kopf.Memo(runtime=runtime, server=args.server, api_double=args.api_double)
     import lpbyoc.handlers  # noqa: F401  (registers the handlers with kopf)
