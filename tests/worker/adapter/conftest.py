@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-# `tests.support` is imported from the repository root (tests/worker has no __init__.py).
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+from lpbyoc_worker.adapter.app import Adapter
+from lpbyoc_worker.adapter.settings import AdapterSettings
+from lpbyoc_worker.inference import TritonInference
 
-from lpbyoc_worker.adapter.app import Adapter  # noqa: E402
-from lpbyoc_worker.adapter.settings import AdapterSettings  # noqa: E402
-from lpbyoc_worker.inference import TritonInference  # noqa: E402
+from tests.support.triton import RunningTriton
 
-from tests.support.triton import RunningTriton, triton_server  # noqa: E402, F401  (session fixture)
-
-from .harness import MODEL_ID, AdapterFactory, GatedInference, RunningAdapter  # noqa: E402
+from .harness import MODEL_ID, AdapterFactory, GatedInference, RunningAdapter
 
 
 @pytest.fixture
-async def start_adapter(triton_server: RunningTriton) -> AsyncIterator[AdapterFactory]:  # noqa: F811
+async def start_adapter(triton_server: RunningTriton) -> AsyncIterator[AdapterFactory]:
     started: list[Adapter] = []
 
     async def factory(

@@ -134,3 +134,15 @@ def test_live_runner_from_environment() -> None:
         command.build_live_runner(
             parse(["--model-id", "m", "--live-runner"]), {**env, "LIVE_RUNNER_ORCH_SECRET": ""}
         )
+
+
+def test_live_runner_takes_app_and_capacity_from_the_command_line() -> None:
+    """The operator passes the capability name and capacity as flags, not LIVE_RUNNER_* variables."""
+    env = {"ORCH_URL": "https://orch:8935", "ORCH_SECRET": "s", "POD_IP": "10.1.2.3"}
+    args = parse(["--model-id", "m", "--capability", "live-restyle", "--capacity", "3", "--live-runner"])
+    runner = command.build_live_runner(args, env)
+    assert isinstance(runner, LiveRunnerHeartbeat)
+    assert (runner.config.app, runner.config.capacity) == ("live-restyle", 3)
+    assert runner.config.runner_url == "http://10.1.2.3:8000"
+    named = command.build_live_runner(args, {**env, "LIVE_RUNNER_APP": "comfyui"})
+    assert isinstance(named, LiveRunnerHeartbeat) and named.config.app == "comfyui"

@@ -432,7 +432,9 @@ class TritonInference:
                 await self._call(self._get_client().unregister_system_shared_memory(name))
             except (InvalidInput, InferenceFailed):
                 continue
-            regions.stale_names.remove(name)
+            # Two requests may retire the same name concurrently: the second finds it gone.
+            if name in regions.stale_names:
+                regions.stale_names.remove(name)
 
     async def _register(self, slot: _Slot, regions: _SharedMemoryRegions) -> bool:
         client = self._get_client()

@@ -75,8 +75,12 @@ def build_live_runner(args: argparse.Namespace, environ: dict[str, str] | None =
     from lpbyoc_worker.liverunner import LiveRunnerConfig, LiveRunnerHeartbeat
 
     env = dict(os.environ if environ is None else environ)
-    env.setdefault("LIVE_RUNNER_PORT", str(args.port))
-    return LiveRunnerHeartbeat(LiveRunnerConfig.from_env(env))
+    # The app and capacity are the capability's own: the command line carries them from the CR,
+    # and an explicit LIVE_RUNNER_APP still wins for a live app named differently.
+    overrides: dict[str, object] = {"capacity": args.capacity, "port": args.port}
+    if not env.get("LIVE_RUNNER_APP") and args.capability:
+        overrides["app"] = args.capability
+    return LiveRunnerHeartbeat(LiveRunnerConfig.from_env(env, **overrides))
 
 
 async def serve(settings: AdapterSettings, args: argparse.Namespace, live_runner: LiveRunner | None) -> int:
