@@ -122,6 +122,20 @@ def _pod_security() -> dict[str, Any]:
     }
 
 
+ORCH_CA_MOUNT = "/etc/lpbyoc/orchestrator-ca"
+ORCH_CA_FILE = "ca.crt"
+
+
+def _shm_volume() -> dict[str, Any]:
+    # Triton and the adapter pass tensors through POSIX shared memory: both need the same
+    # /dev/shm, and the container runtime's default 64 MiB is too small for a batch of frames.
+    return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
+
+
+def _shm_mount() -> dict[str, Any]:
+    return {"name": "dshm", "mountPath": "/dev/shm"}
+
+
 def _tmp_volume() -> dict[str, Any]:
     return {"name": "tmp", "emptyDir": {}}
 
@@ -232,8 +246,10 @@ def build_prefetch_job(ctx: BuildContext) -> dict[str, Any]:
     }
 
 
-def triton_kind(spec: LivepeerCapabilitySpec) -> str:
-    return "KIND_GPU" if spec.gpu.count > 0 else "KIND_CPU"
+def triton_kind(ctx: BuildContext) -> str:
+    if ctx.spec.gpu.count > 0 and ctx.settings.triton_kind == "auto":
+        return "KIND_GPU"
+    return "KIND_CPU"
 
 
 def serving_json(spec: LivepeerCapabilitySpec) -> str:
@@ -289,6 +305,8 @@ def adapter_command(ctx: BuildContext) -> list[str]:
     if spec.capability.pipeline is not None:
         cmd += ["--pipeline", spec.capability.pipeline]
     cmd += ["--model-id", spec.model_id, "--max-body-bytes", str(spec.serving.max_body_bytes)]
+    if spec.capability.integration == "liveRunner":
+        cmd.append("--live-runner")
     return cmd
 
 
@@ -304,7 +322,26 @@ def _adapter_env(ctx: BuildContext) -> list[dict[str, Any]]:
             env.append({"name": "ORCH_URL", "value": spec.orchestrator.url})
         if spec.orchestrator.secret_ref is not None:
             env.append(_secret_env("ORCH_SECRET", spec.orchestrator.secret_ref))
+        if spec.pricing.price_per_unit > 0:
+            env.append({"name": "LIVE_RUNNER_PRICE", "value": str(spec.pricing.price_per_unit)})
+            env.append({"name": "LIVE_RUNNER_PRICE_CURRENCY", "value": spec.pricing.currency or "usd"})
+        tls = spec.orchestrator.tls
+        if tls.ca_bundle_secret_ref is not None:
+            env.append({"name": "LIVE_RUNNER_CA_FILE", "value": f"{ORCH_CA_MOUNT}/{ORCH_CA_FILE}"})
+        if tls.insecure_skip_verify:
+            env.append({"name": "LIVE_RUNNER_INSECURE_SKIP_VERIFY", "value": "true"})
     return env + _user_env(spec)
+
+
+def _orchestrator_ca_volume(spec: LivepeerCapabilitySpec) -> dict[str, Any] | None:
+    """The orchestrator's CA bundle for a liveRunner pod's heartbeats, from its Secret."""
+    ref = spec.orchestrator.tls.ca_bundle_secret_ref
+    if spec.capability.integration != "liveRunner" or ref is None:
+        return None
+    return {
+        "name": "orchestrator-ca",
+        "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": ORCH_CA_FILE}]},
+    }
 
 
 def _http_probe(path: str, *, period: int, failures: int, initial_delay: int = 0) -> dict[str, Any]:
@@ -364,7 +401,7 @@ def build_worker_deployment(ctx: BuildContext) -> dict[str, Any]:
             "--serving-json",
             serving_json(spec),
             "--kind",
-            triton_kind(spec),
+            triton_kind(ctx),
         ],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "volumeMounts": [cache_mount, models_mount, _tmp_mount()],
@@ -374,7 +411,8 @@ def build_worker_deployment(ctx: BuildContext) -> dict[str, Any]:
         **common,
         "command": ["lpbyoc-worker", "triton", "--model-repository", naming.MODELS_MOUNT],
         "resources": _triton_resources(spec),
-        "volumeMounts": [cache_mount, models_mount, _tmp_mount()],
+        # The generated repository links the weights on the cache volume.
+        "volumeMounts": [cache_mount, models_mount, _tmp_mount(), _shm_mount()],
     }
     if spec.env:
         triton["env"] = _user_env(spec)
@@ -388,8 +426,11 @@ def build_worker_deployment(ctx: BuildContext) -> dict[str, Any]:
         "livenessProbe": _http_probe("/healthz", period=10, failures=3),
         # Loading large weights into Triton can take many minutes; liveness waits for startup.
         "startupProbe": _http_probe("/healthz", period=5, failures=180),
-        "volumeMounts": [_tmp_mount()],
+        "volumeMounts": [_tmp_mount(), _shm_mount()],
     }
+    ca_volume = _orchestrator_ca_volume(spec)
+    if ca_volume is not None:
+        adapter["volumeMounts"].append({"name": ca_volume["name"], "mountPath": ORCH_CA_MOUNT, "readOnly": True})
     adapter_env = _adapter_env(ctx)
     if adapter_env:
         adapter["env"] = adapter_env
@@ -407,6 +448,8 @@ def build_worker_deployment(ctx: BuildContext) -> dict[str, Any]:
             },
             {"name": "models", "emptyDir": {}},
             _tmp_volume(),
+            _shm_volume(),
+            *([ca_volume] if ca_volume is not None else []),
         ],
     }
     node_selector = _node_selector(spec)

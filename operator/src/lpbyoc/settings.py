@@ -10,6 +10,7 @@ from typing import Any, Literal
 DEFAULT_WORKER_IMAGE = "ghcr.io/livepeer-byoc/worker:0.1.0"
 
 PatchStrategy = Literal["apply", "merge"]
+TritonKindSetting = Literal["auto", "KIND_CPU"]
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,15 @@ class OperatorSettings:
     prefetch_max_retries: int = 5
     # "apply" = server-side apply on a real cluster; "merge" = create/merge-patch for API doubles.
     patch_strategy: PatchStrategy = "apply"
+    # "auto": Triton instances on the GPU when the capability asks for one. "KIND_CPU": always on
+    # the CPU, for clusters that advertise fake GPUs (kind without a GPU) so scheduling is exercised.
+    triton_kind: TritonKindSetting = "auto"
 
     def __post_init__(self) -> None:
         if self.patch_strategy not in ("apply", "merge"):
             raise ValueError(f"patch_strategy must be 'apply' or 'merge', not {self.patch_strategy!r}")
+        if self.triton_kind not in ("auto", "KIND_CPU"):
+            raise ValueError(f"triton_kind must be 'auto' or 'KIND_CPU', not {self.triton_kind!r}")
         for name in ("progress_port", "prefetch_stall_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

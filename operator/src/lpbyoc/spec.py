@@ -188,6 +188,17 @@ class DynamicBatching(_Model):
 
 
 class TritonSpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!self.dynamicBatching.enabled || self.maxBatchSize > 0",
+                    "dynamicBatching needs maxBatchSize > 0 (Triton batches only models that declare a batch dimension)",
+                ),
+            ]
+        }
+    )
+
     model_format: Literal["auto", "torchscript", "tritonRepository"] = Field(
         default="auto",
         description="auto: a repo with config.pbtxt is served as is, else TorchScript.",

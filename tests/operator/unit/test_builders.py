@@ -433,3 +433,47 @@ def test_shared_claim_takes_the_largest_size(sizes: list[str], largest: str) -> 
         ctx_with({"cache.size": sizes[0]}, cache_size=builders.largest_quantity(sizes))
     )
     assert pvc is not None and pvc["spec"]["resources"]["requests"]["storage"] == largest
+
+
+def test_fake_gpu_clusters_run_triton_on_the_cpu_but_still_request_the_gpu() -> None:
+    """LPBYOC_TRITON_KIND=KIND_CPU (kind with advertised fake GPUs): scheduling is exercised, Triton uses the CPU."""
+    ctx = ctx_with(settings=OperatorSettings(triton_kind="KIND_CPU"))
+    dep = builders.build_worker_deployment(ctx)
+    assert container(dep, "model-repo")["command"][-2:] == ["--kind", "KIND_CPU"]
+    assert container(dep, "triton")["resources"]["limits"]["nvidia.com/gpu"] == 1
+    with pytest.raises(ValueError, match="triton_kind"):
+        OperatorSettings(triton_kind="KIND_GPU")  # type: ignore[arg-type]
+
+
+def test_triton_and_adapter_share_a_memory_backed_dev_shm() -> None:
+    dep = builders.build_worker_deployment(ctx_with())
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    for name in ("triton", "adapter"):
+        mounts = {m["mountPath"]: m["name"] for m in container(dep, name)["volumeMounts"]}
+        assert mounts["/dev/shm"] == "dshm"
+    assert "/cache" in {m["mountPath"] for m in container(dep, "triton")["volumeMounts"]}
+
+
+def test_live_runner_pods_heartbeat_with_price_and_the_orchestrator_ca() -> None:
+    ctx = ctx_with(
+        {
+            "capability.integration": "liveRunner",
+            "pricing.pricePerUnit": 3,
+            "pricing.currency": "usd",
+            "orchestrator.tls": {"caBundleSecretRef": {"name": "orch-ca", "key": "bundle.pem"}},
+        }
+    )
+    dep = builders.build_worker_deployment(ctx)
+    adapter = container(dep, "adapter")
+    assert "--live-runner" in adapter["command"]
+    env = env_of(adapter)
+    assert (env["LIVE_RUNNER_PRICE"], env["LIVE_RUNNER_PRICE_CURRENCY"]) == ("3", "usd")
+    ca_file = env["LIVE_RUNNER_CA_FILE"]
+    mount = next(m for m in adapter["volumeMounts"] if m["name"] == "orchestrator-ca")
+    assert ca_file.startswith(mount["mountPath"] + "/") and mount["readOnly"] is True
+    volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "orchestrator-ca")
+    assert volume["secret"] == {"secretName": "orch-ca", "items": [{"key": "bundle.pem", "path": "ca.crt"}]}
+    byoc = container(builders.build_worker_deployment(ctx_with()), "adapter")
+    assert "--live-runner" not in byoc["command"]
+    assert not any(name.startswith("LIVE_RUNNER_") for name in env_of(byoc))

@@ -67,6 +67,10 @@ def test_valid_body_parses_to_the_model_with_defaults() -> None:
         ({"spec.orchestrator.url": "ftp://orch"}, "spec.orchestrator.url: Invalid value: 'ftp://orch'"),
         ({"spec.pricing.currency": "usd"}, "currency usd is only understood by liveRunner price_info"),
         ({"spec.pricing.currency": "btc"}, "spec.pricing.currency: 'btc' is not one of"),
+        (
+            {"spec.serving.triton": {"maxBatchSize": 0}},
+            "dynamicBatching needs maxBatchSize > 0",
+        ),
         ({"spec.surprise": True}, 'unknown field "spec.surprise"'),
         ({"spec.gpu.count_": 1}, 'unknown field "spec.gpu.count_"'),
         ({"spec.model": ...}, "'model' is a required property"),
