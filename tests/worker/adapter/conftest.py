@@ -7,7 +7,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from lpbyoc_worker.adapter.app import Adapter
 from lpbyoc_worker.adapter.settings import AdapterSettings
 from lpbyoc_worker.inference import TritonInference
