@@ -316,6 +316,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, quiet=not args.verbose)
+    try:
+        import kmock  # noqa: F401
+    except ImportError:
+        print("lpbyoc demo needs the API double kmock from the development requirements: make install")
+        return 2
+    if not args.file.exists():
+        print(f"no such capability file: {args.file}")
+        return 2
     peers = DemoPeers()
     with LoopThread("api-double") as thread:
         _, api_url = api_double(thread)
