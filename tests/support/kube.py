@@ -123,6 +123,17 @@ class Cluster:
         counts = self.requests_by_method()
         return sum(counts[m] for m in WRITE_METHODS)
 
+    async def quiet(self, for_s: float = 1.5, within: float = 20.0) -> None:
+        """Wait until nobody has written to the API for `for_s` seconds."""
+        deadline = time.monotonic() + within
+        last, since = self.writes(), time.monotonic()
+        while time.monotonic() - since < for_s:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the API was still being written to after {within}s: {self.write_log()[-5:]}")
+            await asyncio.sleep(0.1)
+            if self.writes() != last:
+                last, since = self.writes(), time.monotonic()
+
     def write_log(self) -> list[str]:
         """`METHOD path` of every write served so far (to say which write broke an expectation)."""
         ordered = sorted((r for m in WRITE_METHODS for r in self.api[kmock.method(m)]), key=lambda r: r.id)

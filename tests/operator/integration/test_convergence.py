@@ -43,7 +43,7 @@ async def test_idle_operator_makes_no_writes(cluster: Cluster, operator, orch) -
     spec = byoc_spec(orch.url)
     await cluster.create_capability("restyle", spec)
     await bring_to_ready(cluster, "restyle", spec)
-    await asyncio.sleep(1.5)  # let the last triggered reconciles settle
+    await cluster.quiet(for_s=1.5)  # the last Events and status writes of the way to Ready
     before, gets_before = cluster.writes(), cluster.requests_by_method()["GET"]
     log_before = len(cluster.write_log())
 
