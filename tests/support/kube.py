@@ -302,6 +302,7 @@ class OperatorRun:
 
     cluster: Cluster
     namespaces: tuple[str, ...] = (NAMESPACE,)
+    clusterwide: bool = False  # --all-namespaces: `namespaces` is then ignored
     tuning: RuntimeTuning = FAST_TUNING
     settings: OperatorSettings = field(default_factory=lambda: OperatorSettings(patch_strategy="merge"))
     runtime: Runtime | None = None
@@ -327,7 +328,8 @@ class OperatorRun:
         async def watching() -> bool:
             if self._task is not None and self._task.done():
                 self._task.result()  # surface a crash at startup
-            return len(self.cluster.api[kmock.action.WATCH]) - watches_before >= WATCHED_RESOURCES * len(self.namespaces)
+            streams = WATCHED_RESOURCES * (1 if self.clusterwide else len(self.namespaces))
+            return len(self.cluster.api[kmock.action.WATCH]) - watches_before >= streams
 
         await wait_for(watching, within=15, what="the operator's watch streams")
         return self
@@ -338,9 +340,8 @@ class OperatorRun:
         self.runtime = Runtime(kube=kube, settings=self.settings, tuning=self.tuning)
         self._memo = kopf.Memo(runtime=self.runtime, server=self.cluster.url, api_double=True)
         self._stop = asyncio.Event()
-        self._task = asyncio.create_task(
-            kopf.operator(namespaces=list(self.namespaces), standalone=True, memo=self._memo, stop_flag=self._stop)
-        )
+        scope: dict[str, Any] = {"clusterwide": True} if self.clusterwide else {"namespaces": list(self.namespaces)}
+        self._task = asyncio.create_task(kopf.operator(**scope, standalone=True, memo=self._memo, stop_flag=self._stop))
 
     async def stop(self) -> None:
         """Set kopf's stop flag from outside its loop and wait for it to finish: a task spawned

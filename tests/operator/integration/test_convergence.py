@@ -12,7 +12,7 @@ import pytest
 from lpbyoc import naming
 from lpbyoc.spec import parse_spec
 
-from tests.operator.integration.conftest import byoc_spec
+from tests.operator.integration.conftest import ORCH_SECRET, byoc_spec
 from tests.support.kube import Cluster, wait_for
 
 pytestmark = pytest.mark.usefixtures("with_orch_secret")
@@ -156,3 +156,24 @@ async def test_aimodels_capability_gets_no_finalizer(cluster: Cluster, operator,
 
 async def _gone(cluster: Cluster, name: str) -> bool:
     return await cluster.capability(name) is None
+
+
+async def test_namespace_scope_and_all_namespaces(cluster: Cluster, operator, orch) -> None:
+    """Namespaced by default: a capability elsewhere is ignored; --all-namespaces sees both."""
+    run = await operator(namespaces=("default",))
+    await cluster.create_secret("orch", {"secret": ORCH_SECRET}, namespace="team-b")
+    await cluster.create_capability("here", byoc_spec(orch.url))
+    await cluster.create_capability("there", byoc_spec(orch.url), namespace="team-b")
+    await cluster.wait_phase("here", "Downloading")
+    await asyncio.sleep(3 * run.tuning.resync_interval)
+    assert await cluster.status("there", namespace="team-b") == {}
+
+    await run.stop()
+    await operator(clusterwide=True)
+
+    async def there_downloading() -> bool:
+        return (await cluster.status("there", namespace="team-b")).get("phase") == "Downloading"
+
+    await wait_for(there_downloading, what="the capability in team-b to be reconciled")
+    claim = naming.cache_claim_name(parse_spec(byoc_spec(orch.url)))
+    assert await cluster.get("v1", "PersistentVolumeClaim", claim, "team-b") is not None
