@@ -82,3 +82,15 @@ async def test_demo_reaches_ready_by_itself() -> None:
     for line in ("operator created PersistentVolumeClaim/", "operator created Job/", "operator created Deployment/",
                  "phase Downloading", "phase Deploying", "phase Ready", "registered with the orchestrator as ['image-restyle']"):
         assert line in text, f"{line!r} missing from:\n{text}"
+
+
+async def test_run_without_a_cluster_says_so(tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "missing")}
+    process = await asyncio.create_subprocess_exec(
+        *LPBYOC, "run", "--metrics-port", "0", "--health-port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO, env=env,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 2
+    assert "no cluster to talk to" in output.decode()
+    assert "Traceback" not in output.decode()

@@ -12,9 +12,10 @@ from typing import Any
 
 import kopf
 import yaml
+from lightkube.core.exceptions import ConfigError
 
 from lpbyoc import metrics
-from lpbyoc.kube import Kube
+from lpbyoc.kube import Kube, config_for
 from lpbyoc.operator_settings import RuntimeTuning
 from lpbyoc.reconcile import Runtime
 from lpbyoc.settings import OperatorSettings
@@ -95,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.api_double and settings.patch_strategy != "merge":
         settings = OperatorSettings.from_mapping({**settings.__dict__, "patch_strategy": "merge"})
+    try:
+        config_for(server=args.server, kubeconfig=args.kubeconfig)
+    except ConfigError as exc:
+        logger.error("no cluster to talk to (%s): run in a pod, set KUBECONFIG, or pass --server/--kubeconfig", exc)
+        return 2
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     asyncio.run(serve(args, settings))
