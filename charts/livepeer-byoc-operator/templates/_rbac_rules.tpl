@@ -9,38 +9,38 @@
 - apiGroups: ["livepeer.org"]
   resources: ["livepeercapabilities/status"]
   verbs: ["get", "patch"]
-# weights cache; delete only a cache whose last user left
+# weights cache; it goes by ownerReference GC with its last user, never deleted by the operator
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch"]
 # prefetch Jobs; a failed Job is deleted and retried
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # worker Deployments
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 # worker Services
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 # scheduling failures (WaitingForGPU), prefetch progress and results
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # aiModels.json per orchestrator
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# orchSecret, Hub and worker tokens: read by name, never listed
+  verbs: ["get", "create", "patch"]
+# read orchSecret, Hub and worker tokens by name (never listed); write aiModels.json as a Secret when its entries carry worker tokens
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create", "patch"]
 # Events on Ready transitions and failures
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 # stamp aiModels.json checksum (aiModels mode)
 - apiGroups: ["apps"]
   resources: ["deployments"]

@@ -29,6 +29,7 @@ from lpbyoc.observe import (
 )
 from lpbyoc.operator_settings import configure
 from lpbyoc.orchestrator import handlers as _orchestrator_handlers  # noqa: F401  (registers its handlers)
+from lpbyoc.orchestrator.http import OrchestratorError
 from lpbyoc.reconcile import Indexes, Key, Reconciler, Runtime
 from lpbyoc.spec import GROUP, PLURAL, VERSION, parse_spec
 from lpbyoc.view import CapabilityView
@@ -82,7 +83,11 @@ def bind_indexes(memo: Any, kwargs: Mapping[str, Any]) -> Reconciler:
 async def lpbyoc_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     runtime = runtime_of(memo)
     configure(settings, api_double=bool(getattr(memo, "api_double", False)))
-    memo.reconciler = Reconciler(runtime)
+    reconciler = Reconciler(runtime)
+    memo.reconciler = reconciler
+    # A condition that changes outside a reconcile (aiModels.json written, a re-registration
+    # failed) asks for a reconcile of that capability instead of waiting for the next resync.
+    orchestrator.bind(runtime.kube, reconciler.trigger)
 
 
 @kopf.on.login()
@@ -120,7 +125,14 @@ def lpbyoc_cache_users(
     except ValidationError:
         return {}
     deleting = bool(body.get("metadata", {}).get("deletionTimestamp"))
-    user = CacheUser(name=name, uid=uid or "", retain=parsed.cache.retain_on_delete, deleting=deleting)
+    user = CacheUser(
+        name=name,
+        uid=uid or "",
+        retain=parsed.cache.retain_on_delete,
+        deleting=deleting,
+        job=naming.prefetch_job_name(parsed),
+        size=str(parsed.cache.size),
+    )
     return {(namespace or "", naming.cache_claim_name(parsed)): user}
 
 
@@ -257,5 +269,5 @@ async def lpbyoc_detach(
     view = CapabilityView(namespace=namespace or "", name=name, uid=uid or "", spec=parsed, deleting=True)
     try:
         await orchestrator.detach(view, runtime.kube)
-    except (KubeError, httpx2.TransportError, OSError) as exc:
+    except (KubeError, OrchestratorError, httpx2.TransportError, OSError) as exc:
         raise kopf.TemporaryError(f"detach from the orchestrator failed: {exc}", delay=TRANSIENT_DELAY) from exc

@@ -280,3 +280,5 @@ class CacheUser:
     uid: str
     retain: bool
     deleting: bool
+    job: str = ""  # its prefetch Job: users of one claim may want different revisions
+    size: str = ""  # the cache size it asks for: a shared claim is sized for the largest

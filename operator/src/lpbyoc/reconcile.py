@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ import kopf
 from pydantic import ValidationError
 
 from lpbyoc import metrics, naming, orchestrator
-from lpbyoc.builders import BuildContext, build_children
+from lpbyoc.builders import BuildContext, build_children, largest_quantity
 from lpbyoc.conditions import READY, merge, status_patch
 from lpbyoc.kube import Kube, KubeError
 from lpbyoc.observe import (
@@ -44,6 +45,7 @@ from lpbyoc.operator_settings import RuntimeTuning
 from lpbyoc.policy import Observed, compute_conditions, compute_phase, desired_status
 from lpbyoc.settings import OperatorSettings
 from lpbyoc.spec import API_VERSION, KIND, LivepeerCapabilitySpec, SecretKeyRef, parse_spec
+from lpbyoc.validation import cel_errors, defaulted_spec
 from lpbyoc.view import CapabilityView, ConditionResult
 
 logger = logging.getLogger(__name__)
@@ -130,6 +132,12 @@ def spec_error_message(exc: ValidationError) -> str:
         path = ".".join(str(p) for p in error.get("loc", ()))
         parts.append(f"spec.{path}: {error.get('msg')}" if path else str(error.get("msg")))
     return "; ".join(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def cel_problems(spec_json: str) -> tuple[str, ...]:
+    """The CEL rules' verdict on one spec (compact JSON), cached: specs rarely change."""
+    return tuple(cel_errors(defaulted_spec(json.loads(spec_json))))
 
 
 def secret_refs(spec: LivepeerCapabilitySpec) -> list[tuple[str, SecretKeyRef]]:
@@ -334,6 +342,13 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
         message = spec_error_message(exc)
         phase = await _status_only(rt, cap, Observed(spec_error=message))
         return Outcome(phase=phase, permanent_error=message)
+    # The CRD's CEL rules, again: an API server without them (older, or an API double) would
+    # otherwise let through e.g. an aiModels capability without a pipeline.
+    rule_problems = cel_problems(json.dumps(cap.spec(), sort_keys=True, separators=(",", ":")))
+    if rule_problems:
+        message = "; ".join(rule_problems)
+        phase = await _status_only(rt, cap, Observed(spec_error=message))
+        return Outcome(phase=phase, permanent_error=message)
 
     missing_secrets, storage_class_missing = await _preflight(rt, cap, spec)
     if missing_secrets or storage_class_missing:
@@ -387,6 +402,9 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
         generation=cap.generation,
         resolved_revision=revision,
         cache_users=tuple({(u.name, u.uid) for u in users} | {(name, cap.uid)}),
+        # Only the users that want the same snapshot own its Job (same claim, other revisions don't).
+        prefetch_users=tuple({(u.name, u.uid) for u in users if u.job == job_name} | {(name, cap.uid)}),
+        cache_size=largest_quantity([u.size for u in users if u.size] + [str(spec.cache.size)]),
         retain_cache=any(u.retain for u in users),
         settings=rt.settings,
     )

@@ -58,7 +58,8 @@ async def test_job_done_and_deployment_available_reach_ready(cluster: Cluster, o
     deployment = await wait_for(lambda: cluster.get("apps/v1", "Deployment", worker), what="the worker Deployment")
     init = deployment["spec"]["template"]["spec"]["initContainers"][0]
     assert naming.weights_dir("livepeer-byoc/restyle", SHA) in init["command"]
-    assert (await cluster.status("restyle"))["phase"] == "Deploying"
+    # The status is written after the children in the same reconcile: wait for it, don't race it.
+    await cluster.wait_phase("restyle", "Deploying")
 
     await cluster.add_worker_pod("restyle")
     await cluster.make_deployment_available(worker, replicas=1)
@@ -155,3 +156,47 @@ async def test_two_capabilities_of_one_model_share_claim_and_job(cluster: Cluste
     assert len(await cluster.list("v1", "PersistentVolumeClaim")) == 1
     assert len(await cluster.list("batch/v1", "Job")) == 1
     assert len(await cluster.list("v1", "Service")) == 2
+
+
+async def test_other_revisions_of_one_model_share_the_claim_not_the_job(cluster: Cluster, operator, orch) -> None:
+    """One claim per (repo, storage class) sized for its largest user; one Job per snapshot, owned only by its users."""
+    await operator()
+    spec_main = byoc_spec(orch.url)
+    spec_pinned = byoc_spec(
+        orch.url,
+        capability={"name": "restyle-pinned", "integration": "byoc"},
+        model={"repo": spec_main["model"]["repo"], "revision": SHA},
+        cache={"size": "8Gi"},
+    )
+    main = await cluster.create_capability("restyle-main", spec_main)
+    pinned = await cluster.create_capability("restyle-pinned", spec_pinned)
+    claim = naming.cache_claim_name(parse_spec(spec_main))
+    assert naming.cache_claim_name(parse_spec(spec_pinned)) == claim
+    jobs = {naming.prefetch_job_name(parse_spec(s)): c["metadata"]["uid"] for s, c in ((spec_main, main), (spec_pinned, pinned))}
+    assert len(jobs) == 2
+
+    async def converged() -> bool:
+        pvc = await cluster.get("v1", "PersistentVolumeClaim", claim)
+        if pvc is None or len(pvc["metadata"].get("ownerReferences", [])) != 2:
+            return False
+        if pvc["spec"]["resources"]["requests"]["storage"] != "8Gi":
+            return False
+        for job_name, uid in jobs.items():
+            job = await cluster.get("batch/v1", "Job", job_name)
+            if job is None or [r["uid"] for r in job["metadata"]["ownerReferences"]] != [uid]:
+                return False
+        return True
+
+    await wait_for(converged, what="a shared 8Gi claim and one Job per revision, each owned by its own user")
+    assert len(await cluster.list("v1", "PersistentVolumeClaim")) == 1
+
+
+async def test_cross_field_rules_are_enforced_without_the_api_server(cluster: Cluster, operator, orch) -> None:
+    """The API double runs no CEL: the operator applies the CRD's rules itself and creates nothing."""
+    await operator()
+    spec = byoc_spec(orch.url, capability={"name": "no-pipeline", "integration": "aiModels"})
+    await cluster.create_capability("no-pipeline", spec)
+    cond = await cluster.wait_condition("no-pipeline", "SpecValid", "InvalidSpec")
+    assert "capability.pipeline is required when integration is aiModels" in cond["message"]
+    assert (await cluster.status("no-pipeline"))["phase"] == "Failed"
+    assert await cluster.list("batch/v1", "Job") == []
