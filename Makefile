@@ -42,14 +42,32 @@ bench: ## Benchmarks (not tests): each prints a table with ratios against its ba
 bench-quick: ## The benchmarks in their quick mode
 	@$(MAKE) --no-print-directory bench BENCH_ARGS=--quick
 
+EXAMPLES := $(wildcard examples/*.yaml)
+# DEMO=local forces the no-cluster path; DEMO=kind the cluster path; auto picks kind only
+# where a Docker engine answers and kind is installed.
+DEMO ?= auto
+
 .PHONY: demo
-demo: install ## Install, then show the product locally: render, operator on a local API double, worker on real Triton
-	@echo "== 1/3 lpbyoc render: the objects the operator applies for the examples"
-	$(BIN)/lpbyoc render -f examples/byoc-image-restyle.yaml | head -n 60
+demo: install ## Install, then show the product: the kind path with Docker + kind, else the local path (no cluster)
+	@if [ "$(DEMO)" = kind ] || { [ "$(DEMO)" = auto ] && docker info >/dev/null 2>&1 && command -v kind >/dev/null; }; then \
+	  echo "== make demo: Docker engine and kind found, running the cluster path (make kind-demo)"; \
+	  $(MAKE) --no-print-directory kind-demo; \
+	else \
+	  echo "== make demo: no Docker engine or no kind here, running the local path (no cluster needed)"; \
+	  $(MAKE) --no-print-directory demo-local; \
+	fi
+
+.PHONY: demo-local
+demo-local: install ## The local demo: render the examples, the operator on a local API double, the worker on real Triton
+	@echo "== 1/3 lpbyoc render: what the operator applies for $(EXAMPLES)"
+	@$(BIN)/lpbyoc render $(addprefix -f ,$(EXAMPLES)) > $(VENV)/demo-rendered.yaml
+	@grep -E '^kind:|^  name:' $(VENV)/demo-rendered.yaml | paste - - | awk '{printf "   %-22s %s\n", $$2, $$4}'
+	@echo "   (full YAML: $(VENV)/demo-rendered.yaml)"
 	@echo "== 2/3 lpbyoc demo: the operator against a local Kubernetes API double"
 	$(BIN)/lpbyoc demo
 	@echo "== 3/3 lpbyoc-worker demo: real tritonserver + adapter, a BYOC job and live frames"
 	$(BIN)/lpbyoc-worker demo
+	@echo "== make demo: local path done"
 
 .PHONY: run
 run: ## Run the operator against the current kubeconfig context (namespace-scoped)
