@@ -30,8 +30,9 @@ test: ## Run every test that runs without a cluster (the kind e2e suite is `make
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: ## ruff on everything, mypy on the operator package
-	$(BIN)/ruff check operator worker-image tests bench
+lint: ## ruff (lint and format check) on all Python, mypy on the operator package
+	$(BIN)/ruff check operator worker-image tests bench charts
+	$(BIN)/ruff format --check operator worker-image tests bench charts
 	$(BIN)/mypy operator/src/lpbyoc
 
 .PHONY: bench

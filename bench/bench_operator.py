@@ -65,7 +65,14 @@ class ClusterSide:
 
     async def prepare(self) -> None:
         secret = {"secret": base64.b64encode(ORCH_SECRET.encode()).decode()}
-        await self.kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orch", "namespace": NAMESPACE}, "data": secret})
+        await self.kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "orch", "namespace": NAMESPACE},
+                "data": secret,
+            }
+        )
 
     async def start(self, n: int) -> None:
         self.n = n
@@ -73,9 +80,14 @@ class ClusterSide:
 
         async def create(i: int) -> None:
             async with limit:
-                await self.kube.create({"apiVersion": API_VERSION, "kind": KIND,
-                                        "metadata": {"name": f"cap-{i}", "namespace": NAMESPACE},
-                                        "spec": spec_for(i, self.orch_url)})
+                await self.kube.create(
+                    {
+                        "apiVersion": API_VERSION,
+                        "kind": KIND,
+                        "metadata": {"name": f"cap-{i}", "namespace": NAMESPACE},
+                        "spec": spec_for(i, self.orch_url),
+                    }
+                )
 
         await asyncio.gather(*(create(i) for i in range(n)))
         self.task = asyncio.get_running_loop().create_task(self._play())
@@ -91,8 +103,12 @@ class ClusterSide:
     def state(self) -> dict[str, Any]:
         counts = {m: self.api.method_counts[m] for m in ("GET", "POST", "PATCH", "PUT", "DELETE")}
         writes = counts["POST"] + counts["PATCH"] + counts["PUT"] + counts["DELETE"]
-        return {"writes": writes, "kubeletWrites": sum(self.kube.writes.values()), "ready": self.ready,
-                "phases": dict(self.phases)}
+        return {
+            "writes": writes,
+            "kubeletWrites": sum(self.kube.writes.values()),
+            "ready": self.ready,
+            "phases": dict(self.phases),
+        }
 
 
 def serve_api() -> None:
@@ -153,7 +169,12 @@ def spec_for(i: int, orch_url: str) -> dict[str, Any]:
         "model": {"repo": f"bench/model-{i}", "revision": f"{i:040x}"},
         "cache": {"size": "1Gi"},
         "replicas": 1,
-        "orchestrator": {"name": "orch", "url": orch_url, "secretRef": {"name": "orch", "key": "secret"}, "tls": {"insecureSkipVerify": True}},
+        "orchestrator": {
+            "name": "orch",
+            "url": orch_url,
+            "secretRef": {"name": "orch", "key": "secret"},
+            "tls": {"insecureSkipVerify": True},
+        },
     }
 
 
@@ -162,14 +183,26 @@ def render_seconds_per_cr(specs: list[dict[str, Any]]) -> float:
     started = time.perf_counter()
     for i, raw in enumerate(specs):
         spec = parse_spec(raw)
-        ctx = BuildContext(namespace=NAMESPACE, name=f"cap-{i}", uid=f"uid-{i}", spec=spec,
-                           resolved_revision=spec.model.revision)
+        ctx = BuildContext(
+            namespace=NAMESPACE,
+            name=f"cap-{i}",
+            uid=f"uid-{i}",
+            spec=spec,
+            resolved_revision=spec.model.revision,
+        )
         build_children(ctx, weights_ready=True)
         obs = Observed(desired_replicas=spec.replicas, prefetch_state="succeeded")
         conds = compute_conditions(obs)
         phase = compute_phase(conds, obs)
-        desired_status(obs, merge(None, conds, 1, "2026-01-01T00:00:00Z"), observed_generation=1,
-                       endpoint="", selector="", resolved_revision=spec.model.revision, phase=phase)
+        desired_status(
+            obs,
+            merge(None, conds, 1, "2026-01-01T00:00:00Z"),
+            observed_generation=1,
+            endpoint="",
+            selector="",
+            resolved_revision=spec.model.revision,
+            phase=phase,
+        )
     return (time.perf_counter() - started) / len(specs)
 
 
@@ -187,8 +220,13 @@ async def kubelet_step(kube: Kube, finished: set[str]) -> None:
     for job in await kube.list("batch/v1", "Job", NAMESPACE):
         name = job["metadata"]["name"]
         if f"job/{name}" not in finished:
-            await kube.patch_status("batch/v1", "Job", name, NAMESPACE,
-                                    {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+            await kube.patch_status(
+                "batch/v1",
+                "Job",
+                name,
+                NAMESPACE,
+                {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+            )
             finished.add(f"job/{name}")
     for dep in await kube.list("apps/v1", "Deployment", NAMESPACE):
         name = dep["metadata"]["name"]
@@ -207,7 +245,9 @@ async def measure(n: int, urls: dict[str, str], trace: bool = False) -> dict[str
     import lpbyoc.handlers  # noqa: F401  (registers the handlers with kopf)
 
     client = httpx.AsyncClient(base_url=urls["control"], timeout=120)
-    operator = asyncio.create_task(kopf.operator(namespaces=[NAMESPACE], standalone=True, memo=memo, stop_flag=stop))
+    operator = asyncio.create_task(
+        kopf.operator(namespaces=[NAMESPACE], standalone=True, memo=memo, stop_flag=stop)
+    )
     try:
         await asyncio.sleep(1.0)  # the operator opens its watches
         gc.collect()
@@ -223,7 +263,9 @@ async def measure(n: int, urls: dict[str, str], trace: bool = False) -> dict[str
             if state["ready"] == n:
                 break
             if time.perf_counter() > deadline:
-                raise TimeoutError(f"N={n}: not all Ready after {time.perf_counter() - started:.0f}s: {state['phases']}")
+                raise TimeoutError(
+                    f"N={n}: not all Ready after {time.perf_counter() - started:.0f}s: {state['phases']}"
+                )
             if operator.done():
                 operator.result()
             await asyncio.sleep(0.1)
@@ -237,14 +279,18 @@ async def measure(n: int, urls: dict[str, str], trace: bool = False) -> dict[str
             await asyncio.sleep(0.5)
         ready_state, reconciles_ready = (await client.get("/state")).json(), reconcile_count()
         # Writes by the operator: all writes but the capabilities' creation and the kubelet's.
-        operator_writes = (ready_state["writes"] - before["writes"]) - n - (
-            ready_state["kubeletWrites"] - before["kubeletWrites"])
+        operator_writes = (
+            (ready_state["writes"] - before["writes"])
+            - n
+            - (ready_state["kubeletWrites"] - before["kubeletWrites"])
+        )
         reconciles = reconciles_ready - reconciles_before
 
         await asyncio.sleep(IDLE_WINDOW_S)
         idle_state = (await client.get("/state")).json()
         idle_writes = (idle_state["writes"] - ready_state["writes"]) - (
-            idle_state["kubeletWrites"] - ready_state["kubeletWrites"])
+            idle_state["kubeletWrites"] - ready_state["kubeletWrites"]
+        )
         idle_reconciles = reconcile_count() - reconciles_ready
         gc.collect()
         rss_after = rss_kib()
@@ -270,7 +316,9 @@ async def measure(n: int, urls: dict[str, str], trace: bool = False) -> dict[str
 
 
 def run_size(n: int, trace: bool = False) -> dict[str, float]:
-    child = subprocess.Popen([sys.executable, __file__, "--serve-api"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve-api"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout is not None
         urls = json.loads(child.stdout.readline())
@@ -306,14 +354,27 @@ def main() -> int:
         return 0
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([1, 50] if args.quick else [1, 100, 1000])
     rows = [run_isolated(n, args.trace) for n in sizes]
-    header = ("N", "all Ready s", "per CR ms", "operator CPU per CR ms", "render per CR ms", "writes/reconcile", "writes/CR",
-              f"idle writes ({IDLE_WINDOW_S:.0f}s)", "idle reconciles", "RSS MiB", "RSS growth KiB/CR")
+    header = (
+        "N",
+        "all Ready s",
+        "per CR ms",
+        "operator CPU per CR ms",
+        "render per CR ms",
+        "writes/reconcile",
+        "writes/CR",
+        f"idle writes ({IDLE_WINDOW_S:.0f}s)",
+        "idle reconciles",
+        "RSS MiB",
+        "RSS growth KiB/CR",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for r in rows:
-        print(f"| {r['n']:.0f} | {r['ready_s']:.2f} | {r['per_cr_ms']:.1f} | {r['cpu_per_cr_ms']:.1f} | {r['render_ms']:.3f} | "
-              f"{r['writes_per_reconcile']:.2f} | {r['writes_per_cr']:.1f} | {r['idle_writes']:.0f} | "
-              f"{r['idle_reconciles']:.0f} | {r['rss_kib'] / 1024:.0f} | {r['rss_kib_per_cr']:.1f} |")
+        print(
+            f"| {r['n']:.0f} | {r['ready_s']:.2f} | {r['per_cr_ms']:.1f} | {r['cpu_per_cr_ms']:.1f} | {r['render_ms']:.3f} | "
+            f"{r['writes_per_reconcile']:.2f} | {r['writes_per_cr']:.1f} | {r['idle_writes']:.0f} | "
+            f"{r['idle_reconciles']:.0f} | {r['rss_kib'] / 1024:.0f} | {r['rss_kib_per_cr']:.1f} |"
+        )
     first, last = rows[0], rows[-1]
     ratio = last["per_cr_ms"] / first["per_cr_ms"]
     if len(rows) >= 2:
@@ -321,11 +382,13 @@ def main() -> int:
         marginal = (last["rss_kib"] - prev["rss_kib"]) / max(1.0, last["n"] - prev["n"])
         print(f"\nmarginal RSS per CR from N={prev['n']:.0f} to N={last['n']:.0f}: {marginal:.1f} KiB")
     cpu_ratio = last["cpu_per_cr_ms"] / first["cpu_per_cr_ms"]
-    print(f"\nper-CR time to Ready, N={last['n']:.0f} / N={first['n']:.0f}: {ratio:.2f} (target <= 1.5); "
-          f"operator CPU per CR: {cpu_ratio:.2f}; "
-          f"per-CR reconcile vs pure render at N={last['n']:.0f}: {last['per_cr_ms'] / last['render_ms']:.0f}x; "
-          f"idle writes: {sum(r['idle_writes'] for r in rows):.0f} (target 0); "
-          f"RSS per CR at N={last['n']:.0f}: {last['rss_kib_per_cr']:.1f} KiB (target <= 50)")
+    print(
+        f"\nper-CR time to Ready, N={last['n']:.0f} / N={first['n']:.0f}: {ratio:.2f} (target <= 1.5); "
+        f"operator CPU per CR: {cpu_ratio:.2f}; "
+        f"per-CR reconcile vs pure render at N={last['n']:.0f}: {last['per_cr_ms'] / last['render_ms']:.0f}x; "
+        f"idle writes: {sum(r['idle_writes'] for r in rows):.0f} (target 0); "
+        f"RSS per CR at N={last['n']:.0f}: {last['rss_kib_per_cr']:.1f} KiB (target <= 50)"
+    )
     return 0
 
 

@@ -50,8 +50,10 @@ FileSpec = dict[str, tuple[int, int]]  # path -> (size, seed)
 
 def _serve_in_child(conn: Connection, repos: dict[str, FileSpec]) -> None:
     with serve_hub() as hub:
-        shas = {repo: hub.add_repo(repo, {p: PatternBlob(n, seed=s) for p, (n, s) in files.items()})
-                for repo, files in repos.items()}
+        shas = {
+            repo: hub.add_repo(repo, {p: PatternBlob(n, seed=s) for p, (n, s) in files.items()})
+            for repo, files in repos.items()
+        }
         conn.send((hub.url, shas))
         conn.recv()  # until the parent says stop
 
@@ -76,7 +78,10 @@ def raw_download(hub_url: str, repo: str, sha: str, paths: list[str], target: Pa
         for path in paths:
             out = target / path
             out.parent.mkdir(parents=True, exist_ok=True)
-            with client.stream("GET", f"{hub_url}/{repo}/resolve/{sha}/{path}") as response, open(out, "wb") as fh:
+            with (
+                client.stream("GET", f"{hub_url}/{repo}/resolve/{sha}/{path}") as response,
+                open(out, "wb") as fh,
+            ):
                 response.raise_for_status()
                 for chunk in response.iter_raw():
                     fh.write(chunk)
@@ -144,8 +149,20 @@ def b7_kill_and_resume(hub: FakeHub, size: int, scratch: Path) -> dict[str, obje
     part = partial_dir(cache, repo, sha) / "big.bin"
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1")
-    command = [sys.executable, "-m", "lpbyoc_worker.cli", "prefetch", "--repo", repo, "--cache-dir", str(cache),
-               "--progress-port", "-1", "--termination-log", str(scratch / "term")]
+    command = [
+        sys.executable,
+        "-m",
+        "lpbyoc_worker.cli",
+        "prefetch",
+        "--repo",
+        repo,
+        "--cache-dir",
+        str(cache),
+        "--progress-port",
+        "-1",
+        "--termination-log",
+        str(scratch / "term"),
+    ]
 
     # Throttle nothing: kill as soon as half the file is on disk, wherever the transfer then is.
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -184,7 +201,9 @@ def print_table(rows: list[dict[str, object]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100 MB / 40 files, fewer rounds (under a minute)")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 MB / 40 files, fewer rounds (under a minute)"
+    )
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per B6 case")
     args = parser.parse_args()
     big = 100 * MIB if args.quick else 1024 * MIB

@@ -20,7 +20,15 @@ REPO = Path(__file__).resolve().parent.parent
 MAKEFILE = REPO / "Makefile" if (REPO / "Makefile").exists() else REPO / "mk" / "kind.mk"
 CHART = REPO / "charts" / "livepeer-byoc-operator"
 KIND_TARGETS = (
-    "kind-up", "kind-fake-gpu", "images", "deploy-chart", "deploy", "kind-fake-gpu-deploy", "test-e2e", "kind-demo", "kind-down",
+    "kind-up",
+    "kind-fake-gpu",
+    "images",
+    "deploy-chart",
+    "deploy",
+    "kind-fake-gpu-deploy",
+    "test-e2e",
+    "kind-demo",
+    "kind-down",
 )
 
 # The part of kind's v1alpha4 Cluster config (sigs.k8s.io/kind/pkg/apis/config/v1alpha4) this
@@ -97,13 +105,19 @@ def test_the_worker_node_gets_every_gpu_the_nvkind_way() -> None:
     config = kind_config()
     workers = [n for n in config["nodes"] if n["role"] == "worker"]
     assert len(workers) == 1, "KIND_GPU_NODE names the first worker, <cluster>-worker"
-    assert {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"} in workers[0]["extraMounts"]
+    assert {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"} in workers[0][
+        "extraMounts"
+    ]
     assert [n["role"] for n in config["nodes"]].count("control-plane") == 1
 
 
 def test_kind_config_documents_the_host_prerequisites() -> None:
     text = (REPO / "kind-config.yaml").read_text()
-    for needle in ("accept-nvidia-visible-devices-as-volume-mounts", "nvidia-ctk runtime configure", "nvidia-smi"):
+    for needle in (
+        "accept-nvidia-visible-devices-as-volume-mounts",
+        "nvidia-ctk runtime configure",
+        "nvidia-smi",
+    ):
         assert needle in text
 
 
@@ -116,7 +130,9 @@ def test_the_schema_catches_a_misspelled_mount() -> None:
 
 @pytest.mark.skipif(not (REPO / "Makefile").exists(), reason="no Makefile including mk/kind.mk yet")
 def test_every_kind_target_is_listed_by_make_help() -> None:
-    done = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, timeout=30, check=True)
+    done = subprocess.run(
+        ["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, timeout=30, check=True
+    )
     plain = re.sub(r"\x1b\[[0-9;]*m", " ", done.stdout)
     listed = {line.split()[0] for line in plain.splitlines() if line.strip()}
     assert {*KIND_TARGETS, "chart"} <= listed
@@ -131,18 +147,35 @@ def test_kind_up_creates_the_cluster_prepares_the_node_and_installs_the_device_p
     assert helm[:4] == ["helm", "upgrade", "--install", "nvidia-device-plugin"]
     assert helm[helm.index("--repo") + 1] == "https://nvidia.github.io/k8s-device-plugin"
     assert "--version" in helm and "--wait" in helm
-    assert "nvidia.com/gpu" in lines[3].replace("\\", "") and lines[3].startswith("kubectl --context kind-lpbyoc wait")
+    assert "nvidia.com/gpu" in lines[3].replace("\\", "") and lines[3].startswith(
+        "kubectl --context kind-lpbyoc wait"
+    )
 
 
 def test_the_node_setup_script_is_valid_bash_and_configures_containerd() -> None:
     printed = subprocess.run(
-        ["make", "--no-print-directory", "-s", "-f", str(MAKEFILE), "--eval", 'print-node-setup: ; @printf "%s\\n" "$$KIND_NODE_GPU_SETUP"', "print-node-setup"],
-        cwd=REPO, capture_output=True, text=True, timeout=30, check=True,
+        [
+            "make",
+            "--no-print-directory",
+            "-s",
+            "-f",
+            str(MAKEFILE),
+            "--eval",
+            'print-node-setup: ; @printf "%s\\n" "$$KIND_NODE_GPU_SETUP"',
+            "print-node-setup",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
     assert "nvidia-ctk runtime configure --runtime=containerd" in printed
     assert "apt-get install -y -qq nvidia-container-toolkit" in printed
     assert "ModifyDeviceFiles: 0" in printed
-    syntax = subprocess.run(["bash", "-n"], input=printed, capture_output=True, text=True, timeout=10, check=False)
+    syntax = subprocess.run(
+        ["bash", "-n"], input=printed, capture_output=True, text=True, timeout=10, check=False
+    )
     assert syntax.returncode == 0, syntax.stderr
 
 
@@ -162,8 +195,13 @@ def test_kind_fake_gpu_patches_node_capacity() -> None:
 def test_images_build_both_and_load_them_into_kind() -> None:
     lines = make_n("images", "IMAGE_TAG=t1")
     assert lines[0] == "docker build -t ghcr.io/livepeer-byoc/operator:t1 -f operator/Dockerfile operator"
-    assert lines[1] == "docker build -t ghcr.io/livepeer-byoc/worker:t1 -f worker-image/Dockerfile worker-image"
-    assert lines[2] == "kind load docker-image --name lpbyoc ghcr.io/livepeer-byoc/operator:t1 ghcr.io/livepeer-byoc/worker:t1"
+    assert (
+        lines[1] == "docker build -t ghcr.io/livepeer-byoc/worker:t1 -f worker-image/Dockerfile worker-image"
+    )
+    assert (
+        lines[2]
+        == "kind load docker-image --name lpbyoc ghcr.io/livepeer-byoc/operator:t1 ghcr.io/livepeer-byoc/worker:t1"
+    )
 
 
 def helm_values(helm_line: str) -> dict[str, Any]:
@@ -202,10 +240,16 @@ def test_deploy_installs_a_chart_release_the_schema_accepts(target: str) -> None
 
 def test_deploy_applies_the_sample_pointed_at_the_charts_orchestrator() -> None:
     capability_cmd = make_n("deploy")[-1].split(" | ")[0]
-    assert capability_cmd.startswith(".venv/bin/python -m tests.e2e.manifests examples/byoc-image-restyle.yaml")
+    assert capability_cmd.startswith(
+        ".venv/bin/python -m tests.e2e.manifests examples/byoc-image-restyle.yaml"
+    )
     done = subprocess.run(
         [str(REPO / ".venv/bin/python"), *shlex.split(capability_cmd)[1:]],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     cap = yaml.safe_load(done.stdout)
     assert cap["spec"]["orchestrator"]["url"] == (
@@ -228,7 +272,9 @@ def test_chart_target_regenerates_the_chart_files() -> None:
     assert make_n("chart") == [".venv/bin/python charts/generate.py"]
 
 
-@pytest.mark.parametrize(("mode", "cluster_target", "cpu_triton"), [("gpu", "kind-up", False), ("fake-gpu", "kind-fake-gpu", True)])
+@pytest.mark.parametrize(
+    ("mode", "cluster_target", "cpu_triton"), [("gpu", "kind-up", False), ("fake-gpu", "kind-fake-gpu", True)]
+)
 def test_kind_demo_runs_the_suite_before_the_sample(mode: str, cluster_target: str, cpu_triton: bool) -> None:
     lines = make_n("kind-demo", f"KIND_DEMO_MODE={mode}")
     submakes = [line.split()[2] for line in lines if line.startswith("make --no-print-directory ")]
@@ -245,10 +291,14 @@ def test_kind_demo_runs_the_suite_before_the_sample(mode: str, cluster_target: s
 def test_the_fake_gpu_setting_is_one_the_operator_reads() -> None:
     from lpbyoc.settings import OperatorSettings
 
-    values = helm_values(next(line for line in make_n("kind-fake-gpu-deploy") if line.startswith("helm upgrade")))
+    values = helm_values(
+        next(line for line in make_n("kind-fake-gpu-deploy") if line.startswith("helm upgrade"))
+    )
     names = {e["name"] for e in values["operator"]["extraEnv"]}
     known = {f"LPBYOC_{field.upper()}" for field in OperatorSettings.__dataclass_fields__}
     if not names <= known:
-        pytest.skip(f"OperatorSettings does not read {sorted(names - known)} yet: fake-GPU workers would ask Triton for KIND_GPU")
+        pytest.skip(
+            f"OperatorSettings does not read {sorted(names - known)} yet: fake-GPU workers would ask Triton for KIND_GPU"
+        )
     settings = OperatorSettings.from_env({"LPBYOC_TRITON_KIND": "KIND_CPU"})
     assert getattr(settings, "triton_kind", None) == "KIND_CPU"

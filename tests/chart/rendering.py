@@ -71,7 +71,8 @@ def one(objects: list[dict[str, Any]], kind: str, component: str | None = None) 
     found = [
         o
         for o in of_kind(objects, kind)
-        if component is None or o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+        if component is None
+        or o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
     ]
     assert len(found) == 1, f"expected one {kind} ({component}), got {[o['metadata']['name'] for o in found]}"
     return found[0]

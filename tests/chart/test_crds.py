@@ -28,14 +28,20 @@ SAMPLE_CRD: dict[str, Any] = {
     "metadata": {"name": "livepeercapabilities.livepeer.org"},
     "spec": {
         "group": "livepeer.org",
-        "names": {"kind": "LivepeerCapability", "plural": "livepeercapabilities", "singular": "livepeercapability"},
+        "names": {
+            "kind": "LivepeerCapability",
+            "plural": "livepeercapabilities",
+            "singular": "livepeercapability",
+        },
         "scope": "Namespaced",
         "versions": [
             {
                 "name": "v1alpha1",
                 "served": True,
                 "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
             }
         ],
     },
@@ -55,7 +61,13 @@ def chart_with_sample_crd(tmp_path: Path) -> Path:
 def crds_of(chart: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
     with helm_python.Chart.load(chart) as loaded:
         rendered = loaded.render(values, name=RELEASE, namespace="lpbyoc")
-    docs = [d for path, text in rendered.items() if not path.endswith("NOTES.txt") for d in yaml.safe_load_all(text) if d]
+    docs = [
+        d
+        for path, text in rendered.items()
+        if not path.endswith("NOTES.txt")
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
     return [d for d in docs if d["kind"] == "CustomResourceDefinition"]
 
 
@@ -93,7 +105,9 @@ def test_the_keep_warning_is_next_to_the_value() -> None:
 @needs_crd
 def test_chart_copy_is_identical_to_the_generated_crd() -> None:
     assert GENERATOR.crd_link_is_current(), "run: python charts/generate.py"
-    assert GENERATOR.CRD_COPY.read_text() == GENERATOR.CRD_SOURCE.read_text(), "run: python charts/generate.py"
+    assert GENERATOR.CRD_COPY.read_text() == GENERATOR.CRD_SOURCE.read_text(), (
+        "run: python charts/generate.py"
+    )
 
 
 @needs_crd

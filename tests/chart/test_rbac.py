@@ -63,10 +63,16 @@ def test_all_namespaces_scope_grants_exactly_the_code_list() -> None:
     assert of_kind(objects, "Role") == []
 
 
-@pytest.mark.parametrize("scope", [{}, {"watch": {"allNamespaces": True}}, {"watch": {"namespaces": ["a", "b"]}}])
+@pytest.mark.parametrize(
+    "scope", [{}, {"watch": {"allNamespaces": True}}, {"watch": {"namespaces": ["a", "b"]}}]
+)
 def test_every_role_is_bound_to_the_operator_service_account_and_nothing_else(scope: dict[str, Any]) -> None:
     objects = render_objects(merge(BASE, scope))
-    roles = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")) for o in objects if o["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole")
+    }
     bound = set()
     for binding in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding"):
         ref = binding["roleRef"]
@@ -93,8 +99,16 @@ def test_rbac_create_false_renders_no_rbac() -> None:
 
 
 def test_two_releases_in_different_namespaces_do_not_share_cluster_roles() -> None:
-    first = {o["metadata"]["name"] for o in render_objects(BASE, namespace="one") if o["kind"].startswith("Cluster")}
-    second = {o["metadata"]["name"] for o in render_objects(BASE, namespace="two") if o["kind"].startswith("Cluster")}
+    first = {
+        o["metadata"]["name"]
+        for o in render_objects(BASE, namespace="one")
+        if o["kind"].startswith("Cluster")
+    }
+    second = {
+        o["metadata"]["name"]
+        for o in render_objects(BASE, namespace="two")
+        if o["kind"].startswith("Cluster")
+    }
     assert first and not first & second
 
 

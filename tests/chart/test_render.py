@@ -85,7 +85,9 @@ def test_every_object_is_valid_for_oldest_and_newest_kubernetes(case: str) -> No
             # strict=True also rejects misspelled fields.
             kubernetes_validate.validate(obj, version, strict=True)
         name = obj["metadata"]["name"]
-        assert len(name) <= 63 or obj["kind"].startswith("Cluster") or obj["kind"] == "CustomResourceDefinition"
+        assert (
+            len(name) <= 63 or obj["kind"].startswith("Cluster") or obj["kind"] == "CustomResourceDefinition"
+        )
 
 
 def test_default_scope_is_the_release_namespace() -> None:

@@ -41,5 +41,7 @@ class E2EConfig:
             try:
                 values[name] = float(raw) if isinstance(default.default, float) else raw
             except ValueError:
-                raise ValueError(f"LPBYOC_E2E_{name.upper()} must be a number of seconds, not {raw!r}") from None
+                raise ValueError(
+                    f"LPBYOC_E2E_{name.upper()} must be a number of seconds, not {raw!r}"
+                ) from None
         return cls(**values)  # type: ignore[arg-type]

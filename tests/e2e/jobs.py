@@ -23,7 +23,9 @@ def sample_png(width: int = 32, height: int = 24) -> bytes:
     return encoded.tobytes()
 
 
-def worker_job(png: bytes, token: str | None, output_format: str = "png") -> tuple[str, dict[str, str], bytes]:
+def worker_job(
+    png: bytes, token: str | None, output_format: str = "png"
+) -> tuple[str, dict[str, str], bytes]:
     """(path, headers, body) of a JSON BYOC job for the worker adapter."""
     headers = {"Content-Type": "application/json"}
     if token:
@@ -32,7 +34,9 @@ def worker_job(png: bytes, token: str | None, output_format: str = "png") -> tup
     return JOB_PATH, headers, json.dumps(body).encode()
 
 
-def livepeer_header(capability: str, request: dict[str, Any], parameters: dict[str, Any], timeout_seconds: int) -> str:
+def livepeer_header(
+    capability: str, request: dict[str, Any], parameters: dict[str, Any], timeout_seconds: int
+) -> str:
     """The gateway's `Livepeer` header: base64 of JSON whose request/parameters are JSON strings."""
     payload = {
         "request": json.dumps(request),
@@ -51,7 +55,9 @@ def check_job_answer(status: int, body: bytes, capability: str, size: tuple[int,
     assert (answer.get("width"), answer.get("height")) == size, answer
     image = base64.b64decode(answer["image"])
     decoded = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
-    assert decoded is not None and decoded.shape[:2] == (size[1], size[0]), "output is not a PNG of the input size"
+    assert decoded is not None and decoded.shape[:2] == (size[1], size[0]), (
+        "output is not a PNG of the input size"
+    )
     if "capability" in answer:
         assert answer["capability"] == capability, answer
     return answer

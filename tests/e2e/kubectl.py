@@ -71,7 +71,9 @@ class Kubectl:
         return base64.b64decode(secret["data"][key]).decode()
 
     @contextlib.asynccontextmanager
-    async def port_forward(self, target: str, remote_port: int, ready_within: float = 30.0) -> AsyncIterator[int]:
+    async def port_forward(
+        self, target: str, remote_port: int, ready_within: float = 30.0
+    ) -> AsyncIterator[int]:
         """Forward a free local port to `target` (e.g. svc/name); yields the local port."""
         proc = await asyncio.create_subprocess_exec(
             *self.argv("port-forward", target, f":{remote_port}"),

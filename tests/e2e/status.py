@@ -14,7 +14,9 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
 
 def condition_is(obj: dict[str, Any], kind: str, status: str, reason: str | None = None) -> bool:
     cond = condition(obj, kind)
-    return cond is not None and cond.get("status") == status and (reason is None or cond.get("reason") == reason)
+    return (
+        cond is not None and cond.get("status") == status and (reason is None or cond.get("reason") == reason)
+    )
 
 
 def observed_current_generation(obj: dict[str, Any]) -> bool:
@@ -35,9 +37,7 @@ def is_ready(obj: dict[str, Any]) -> bool:
 
 def is_waiting_for_gpu(obj: dict[str, Any]) -> bool:
     """The worker cannot be scheduled: the GPU request exceeds what any node has."""
-    return any(
-        condition_is(obj, kind, "False", "WaitingForGPU") for kind in ("WorkerAvailable", "Ready")
-    )
+    return any(condition_is(obj, kind, "False", "WaitingForGPU") for kind in ("WorkerAvailable", "Ready"))
 
 
 def has_failed(obj: dict[str, Any]) -> bool:
@@ -51,5 +51,7 @@ def describe(obj: dict[str, Any] | None) -> str:
     status = obj.get("status") or {}
     lines = [f"phase={status.get('phase')!r} readyReplicas={status.get('readyReplicas')!r}"]
     for cond in status.get("conditions") or []:
-        lines.append(f"  {cond.get('type')}={cond.get('status')} {cond.get('reason')}: {cond.get('message', '')}")
+        lines.append(
+            f"  {cond.get('type')}={cond.get('status')} {cond.get('reason')}: {cond.get('message', '')}"
+        )
     return "\n".join(lines)

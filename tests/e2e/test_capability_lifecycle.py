@@ -51,9 +51,10 @@ async def test_capability_ready_serves_a_job_follows_a_change_and_is_deleted(
         token_ref = serving.get("tokenSecretRef")
         token = await kubectl.secret_value(token_ref["name"], token_ref["key"]) if token_ref else None
         path, headers, body = worker_job(sample_png(32, 24), token)
-        async with kubectl.port_forward(f"svc/{worker_name(name)}", port) as local_port, httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{local_port}", timeout=60
-        ) as client:
+        async with (
+            kubectl.port_forward(f"svc/{worker_name(name)}", port) as local_port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{local_port}", timeout=60) as client,
+        ):
             answer = await client.post(path, headers=headers, content=body)
             check_job_answer(answer.status_code, answer.content, cap["spec"]["capability"]["name"], (32, 24))
             if token:
@@ -85,7 +86,9 @@ async def test_capability_ready_serves_a_job_follows_a_change_and_is_deleted(
     await wait_for_absence(fetch_worker, what=f"deployment {worker_name(name)}", within=120)
 
 
-async def test_an_unsatisfiable_gpu_request_reports_waiting_for_gpu(kubectl: Kubectl, e2e_config: E2EConfig) -> None:
+async def test_an_unsatisfiable_gpu_request_reports_waiting_for_gpu(
+    kubectl: Kubectl, e2e_config: E2EConfig
+) -> None:
     cap = capability_for(e2e_config, "nogpu", gpu_count=16, replicas=1)
     name = cap["metadata"]["name"]
 
@@ -98,7 +101,9 @@ async def test_an_unsatisfiable_gpu_request_reports_waiting_for_gpu(kubectl: Kub
             fetch, is_waiting_for_gpu, what=f"{name} WaitingForGPU", within=e2e_config.ready_timeout
         )
         assert not is_ready(waiting)
-        pods = await kubectl.run("get", "pods", "-l", f"livepeer.org/capability={name}", "-o", "jsonpath={.items[*].status.phase}")
+        pods = await kubectl.run(
+            "get", "pods", "-l", f"livepeer.org/capability={name}", "-o", "jsonpath={.items[*].status.phase}"
+        )
         assert "Pending" in pods[1].split(), pods
     finally:
         await kubectl.delete(CAPABILITIES, name)

@@ -59,7 +59,9 @@ class FakeHost:
 
 
 ALL_TOOLS = {"docker", "kind", "kubectl", "helm"}
-DAEMON_DOWN = CommandResult(1, "Server:\n", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.")
+DAEMON_DOWN = CommandResult(
+    1, "Server:\n", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock."
+)
 
 
 def test_docker_client_without_a_daemon_is_a_reason_to_skip() -> None:
@@ -79,12 +81,17 @@ def test_docker_client_without_a_daemon_is_a_reason_to_skip() -> None:
         (ALL_TOOLS, {"kind get": CommandResult(0, "other\n")}, "no kind cluster named 'lpbyoc'"),
         (
             ALL_TOOLS,
-            {"kind get": CommandResult(0, "lpbyoc\n"), "kubectl --context": CommandResult(1, "", "connection refused")},
+            {
+                "kind get": CommandResult(0, "lpbyoc\n"),
+                "kubectl --context": CommandResult(1, "", "connection refused"),
+            },
             "the API server of context 'kind-lpbyoc' does not answer: connection refused",
         ),
     ],
 )
-def test_each_missing_prerequisite_is_named(tools: set[str], results: dict[str, CommandResult], expected: str) -> None:
+def test_each_missing_prerequisite_is_named(
+    tools: set[str], results: dict[str, CommandResult], expected: str
+) -> None:
     host = FakeHost(tools, results)
     reason = missing_prerequisites("lpbyoc", "kind-lpbyoc", run=host.run, which=host.which)
     assert reason is not None and reason.startswith(expected)
@@ -99,7 +106,9 @@ def test_a_live_cluster_means_no_skip() -> None:
 def test_config_from_env() -> None:
     config = E2EConfig.from_env({"LPBYOC_E2E_NAMESPACE": "ns1", "LPBYOC_E2E_READY_TIMEOUT": "60"})
     assert config.namespace == "ns1" and config.ready_timeout == 60.0
-    assert config.orchestrator == "https://lpbyoc-livepeer-byoc-operator-orchestrator.ns1.svc.cluster.local:8935"
+    assert (
+        config.orchestrator == "https://lpbyoc-livepeer-byoc-operator-orchestrator.ns1.svc.cluster.local:8935"
+    )
     with pytest.raises(ValueError, match="LPBYOC_E2E_READY_TIMEOUT must be a number"):
         E2EConfig.from_env({"LPBYOC_E2E_READY_TIMEOUT": "soon"})
 
@@ -111,7 +120,8 @@ def operator_status(obs: Observed, generation: int = 1) -> dict[str, Any]:
     """The `.status` the operator's pure policy produces for an observation."""
     conds = compute_conditions(obs)
     conditions = [
-        {"type": kind, "status": c.status, "reason": c.reason, "message": c.message} for kind, c in conds.items()
+        {"type": kind, "status": c.status, "reason": c.reason, "message": c.message}
+        for kind, c in conds.items()
     ]
     return desired_status(
         obs,
@@ -124,7 +134,11 @@ def operator_status(obs: Observed, generation: int = 1) -> dict[str, Any]:
     )
 
 
-CACHED = {"prefetch_state": "succeeded", "pvc_phase": "Bound", "prefetch_result": {"result": "Succeeded", "sha": "a" * 40}}
+CACHED = {
+    "prefetch_state": "succeeded",
+    "pvc_phase": "Bound",
+    "prefetch_result": {"result": "Succeeded", "sha": "a" * 40},
+}
 SERVING = Observed(
     **CACHED,  # type: ignore[arg-type]
     deployment=DeploymentObserved(replicas=1, ready=1, available=1, updated=1),
@@ -133,7 +147,9 @@ SERVING = Observed(
 NO_GPU = Observed(
     **CACHED,  # type: ignore[arg-type]
     deployment=DeploymentObserved(replicas=1),
-    unschedulable=SchedulingProblem("Unschedulable", "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."),
+    unschedulable=SchedulingProblem(
+        "Unschedulable", "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    ),
 )
 
 
@@ -200,7 +216,9 @@ async def test_wait_for_returns_once_the_status_turns_ready(cluster: Cluster) ->
 
 async def test_wait_for_times_out_with_the_last_status(cluster: Cluster) -> None:  # noqa: F811
     await cluster.create_capability("lp", SPEC)
-    await cluster.kube.patch_status("livepeer.org/v1alpha1", "LivepeerCapability", "lp", cluster.namespace, operator_status(NO_GPU))
+    await cluster.kube.patch_status(
+        "livepeer.org/v1alpha1", "LivepeerCapability", "lp", cluster.namespace, operator_status(NO_GPU)
+    )
     with pytest.raises(WaitTimeout) as err:
         await wait_for(lambda: cluster.capability("lp"), is_ready, what="lp Ready", within=0.3, interval=0.05)
     assert "WorkerAvailable=False WaitingForGPU" in str(err.value)
@@ -209,7 +227,9 @@ async def test_wait_for_times_out_with_the_last_status(cluster: Cluster) -> None
 async def test_a_failed_capability_stops_the_wait_early(cluster: Cluster) -> None:  # noqa: F811
     await cluster.create_capability("lp", SPEC)
     failed = operator_status(Observed(spec_error="model.repo: no such repo"))
-    await cluster.kube.patch_status("livepeer.org/v1alpha1", "LivepeerCapability", "lp", cluster.namespace, failed)
+    await cluster.kube.patch_status(
+        "livepeer.org/v1alpha1", "LivepeerCapability", "lp", cluster.namespace, failed
+    )
     started = asyncio.get_running_loop().time()
     with pytest.raises(GaveUp, match="InvalidSpec"):
         await wait_for(lambda: cluster.capability("lp"), is_ready, what="lp Ready", within=30, interval=0.05)
@@ -254,13 +274,23 @@ def test_job_body_matches_the_adapters_published_schema() -> None:
 def test_livepeer_header_nests_json_strings() -> None:
     header = livepeer_header("image-restyle", {"a": 1}, {"b": 2}, 30)
     decoded = json.loads(base64.b64decode(header))
-    assert decoded == {"request": '{"a": 1}', "parameters": '{"b": 2}', "capability": "image-restyle", "timeout_seconds": 30}
+    assert decoded == {
+        "request": '{"a": 1}',
+        "parameters": '{"b": 2}',
+        "capability": "image-restyle",
+        "timeout_seconds": 30,
+    }
 
 
 def answer(width: int, height: int, **extra: Any) -> bytes:
     ok, png = cv2.imencode(".png", np.zeros((height, width, 3), np.uint8))
     assert ok
-    body = {"image": base64.b64encode(png.tobytes()).decode(), "content_type": "image/png", "width": width, "height": height}
+    body = {
+        "image": base64.b64encode(png.tobytes()).decode(),
+        "content_type": "image/png",
+        "width": width,
+        "height": height,
+    }
     return json.dumps({**body, **extra}).encode()
 
 
@@ -280,7 +310,11 @@ def test_job_answer_checks() -> None:
 def test_e2e_capability_points_the_example_at_this_cluster() -> None:
     example = manifests.load_example(EXAMPLE)
     cap = manifests.e2e_capability(
-        example, name="e2e-x", orchestrator_url="https://orch.ns.svc.cluster.local:8935", gpu_count=16, replicas=1
+        example,
+        name="e2e-x",
+        orchestrator_url="https://orch.ns.svc.cluster.local:8935",
+        gpu_count=16,
+        replicas=1,
     )
     assert cap["metadata"] == {"name": "e2e-x"}
     assert cap["spec"]["orchestrator"]["url"] == "https://orch.ns.svc.cluster.local:8935"
@@ -298,7 +332,9 @@ def test_manifest_command_line_prints_an_appliable_capability(capsys: pytest.Cap
 
     assert manifests.main([str(EXAMPLE), "--orchestrator-url", "https://o:8935", "--replicas", "1"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["kind"] == "LivepeerCapability" and printed["spec"]["orchestrator"]["url"] == "https://o:8935"
+    assert (
+        printed["kind"] == "LivepeerCapability" and printed["spec"]["orchestrator"]["url"] == "https://o:8935"
+    )
 
 
 @pytest.mark.parametrize(
@@ -323,7 +359,9 @@ def test_adapter_capacity_is_read_from_the_operators_worker_deployment() -> None
     from lpbyoc.spec import parse_spec
 
     spec = parse_spec({**SPEC, "capacityPerReplica": 3})
-    deployment = build_worker_deployment(BuildContext(namespace="ns", name="x", uid="u1", spec=spec, resolved_revision="a" * 40))
+    deployment = build_worker_deployment(
+        BuildContext(namespace="ns", name="x", uid="u1", spec=spec, resolved_revision="a" * 40)
+    )
     assert adapter_capacity(deployment) == 3
     deployment["spec"]["template"]["spec"]["containers"] = [{"name": "other", "args": []}]
     assert adapter_capacity(deployment) is None

@@ -51,14 +51,30 @@ class Outcome:
 
 def prefetch_args(cache: Path, repo: str, revision: str, term: Path, *extra: str) -> list[str]:
     return [
-        "prefetch", "--repo", repo, "--revision", revision, "--cache-dir", str(cache),
-        "--progress-port", "-1", "--termination-log", str(term), "--retry-backoff", "0.05", *extra,
+        "prefetch",
+        "--repo",
+        repo,
+        "--revision",
+        revision,
+        "--cache-dir",
+        str(cache),
+        "--progress-port",
+        "-1",
+        "--termination-log",
+        str(term),
+        "--retry-backoff",
+        "0.05",
+        *extra,
     ]
 
 
 @pytest.fixture
 def run_prefetch(
-    hub: FakeHub, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    hub: FakeHub,
+    cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> Any:
     """Run `lpbyoc-worker prefetch` in this process (fast); returns an Outcome."""
 
@@ -81,7 +97,12 @@ def run_prefetch(
 
 
 def spawn_prefetch(
-    hub: FakeHub, cache: Path, term: Path, *extra: str, repo: str = REPO, revision: str = "main",
+    hub: FakeHub,
+    cache: Path,
+    term: Path,
+    *extra: str,
+    repo: str = REPO,
+    revision: str = "main",
     token: str | None = None,
 ) -> subprocess.Popen[str]:
     """Start the real console program in a child process (for kill, progress and log tests)."""
@@ -102,8 +123,12 @@ def spawn_prefetch(
 def tmpfs(path: Path, size: str) -> Iterator[bool]:
     """Mount a size-limited tmpfs at `path`; yields False (and mounts nothing) where mounting is not allowed."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
     try:
         yield mounted
     finally:

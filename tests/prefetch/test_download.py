@@ -27,7 +27,9 @@ from tests.support.hub_server import FakeHub, PatternBlob, content_sha256
 from .conftest import REPO, prefetch_args
 
 
-def test_fresh_download_writes_files_and_a_manifest_with_the_hub_checksums(hub: FakeHub, cache: Path, run_prefetch, model_files) -> None:
+def test_fresh_download_writes_files_and_a_manifest_with_the_hub_checksums(
+    hub: FakeHub, cache: Path, run_prefetch, model_files
+) -> None:
     sha = hub.add_repo(REPO, model_files)
 
     outcome = run_prefetch()
@@ -67,7 +69,9 @@ def test_branch_and_tag_resolve_to_the_commit_sha_directory(hub: FakeHub, cache:
     assert by_sha.code == 0 and by_sha.result["bytesDownloaded"] == 0
 
 
-def test_a_moved_branch_is_a_new_directory_and_the_old_snapshot_stays(hub: FakeHub, cache: Path, run_prefetch) -> None:
+def test_a_moved_branch_is_a_new_directory_and_the_old_snapshot_stays(
+    hub: FakeHub, cache: Path, run_prefetch
+) -> None:
     old = hub.add_repo(REPO, {"config.json": b'{"v": 1}', "w.bin": PatternBlob(200_000, seed=1)})
     assert run_prefetch().result["sha"] == old
     old_manifest = (snapshot_dir(cache, REPO, old) / MARKER_NAME).read_bytes()
@@ -84,7 +88,9 @@ def test_a_moved_branch_is_a_new_directory_and_the_old_snapshot_stays(hub: FakeH
     assert verify(cache, REPO, old) == [] and verify(cache, REPO, new) == []
 
 
-def test_a_second_request_for_the_same_weights_downloads_nothing(hub: FakeHub, cache: Path, run_prefetch, model_files) -> None:
+def test_a_second_request_for_the_same_weights_downloads_nothing(
+    hub: FakeHub, cache: Path, run_prefetch, model_files
+) -> None:
     sha = hub.add_repo(REPO, model_files)
     assert run_prefetch().code == 0
     marker_before = (snapshot_dir(cache, REPO, sha) / MARKER_NAME).read_bytes()
@@ -99,7 +105,9 @@ def test_a_second_request_for_the_same_weights_downloads_nothing(hub: FakeHub, c
     assert (snapshot_dir(cache, REPO, sha) / MARKER_NAME).read_bytes() == marker_before
 
 
-def test_allow_and_ignore_patterns_and_a_later_request_with_other_patterns(hub: FakeHub, cache: Path, run_prefetch, model_files) -> None:
+def test_allow_and_ignore_patterns_and_a_later_request_with_other_patterns(
+    hub: FakeHub, cache: Path, run_prefetch, model_files
+) -> None:
     sha = hub.add_repo(REPO, model_files)
 
     first = run_prefetch("--allow", "*.json", "--allow", "*.pt")
@@ -118,7 +126,9 @@ def test_allow_and_ignore_patterns_and_a_later_request_with_other_patterns(hub: 
     assert nothing.code == 1 and nothing.result["reason"] == "EntryNotFound"
 
 
-def test_the_worker_refuses_a_snapshot_without_a_valid_marker(hub: FakeHub, cache: Path, run_prefetch) -> None:
+def test_the_worker_refuses_a_snapshot_without_a_valid_marker(
+    hub: FakeHub, cache: Path, run_prefetch
+) -> None:
     sha = hub.add_repo(REPO, {"config.json": b"{}", "w.bin": PatternBlob(100_000)})
     root = snapshot_dir(cache, REPO, sha)
     root.mkdir(parents=True)
@@ -144,7 +154,11 @@ def test_the_worker_refuses_a_snapshot_without_a_valid_marker(hub: FakeHub, cach
 
 
 def test_empty_files_and_unusual_names(hub: FakeHub, cache: Path, run_prefetch) -> None:
-    files = {".gitattributes": b"", "dir with space/ü-config.json": b'{"ok": true}', "deep/a/b/c.bin": PatternBlob(4096)}
+    files = {
+        ".gitattributes": b"",
+        "dir with space/ü-config.json": b'{"ok": true}',
+        "deep/a/b/c.bin": PatternBlob(4096),
+    }
     sha = hub.add_repo(REPO, files)
 
     outcome = run_prefetch()
@@ -159,7 +173,9 @@ def test_empty_files_and_unusual_names(hub: FakeHub, cache: Path, run_prefetch) 
     assert verify(cache, REPO, sha, check_hash=True) == []
 
 
-def test_a_busy_progress_port_does_not_stop_the_download(hub: FakeHub, cache: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+def test_a_busy_progress_port_does_not_stop_the_download(
+    hub: FakeHub, cache: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
     hub.add_repo(REPO, {"config.json": b"{}"})
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     with socket.socket() as busy:

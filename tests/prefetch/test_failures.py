@@ -59,7 +59,9 @@ def test_unknown_repo_and_unknown_revision(hub: FakeHub, cache: Path, run_prefet
     assert missing_rev.result["sha"] is None
 
 
-def test_corrupt_bytes_from_the_server_are_fetched_again_once(hub: FakeHub, cache: Path, run_prefetch) -> None:
+def test_corrupt_bytes_from_the_server_are_fetched_again_once(
+    hub: FakeHub, cache: Path, run_prefetch
+) -> None:
     size = 400_000
     sha = hub.add_repo(REPO, {"w.bin": PatternBlob(size), "config.json": b"{}"})
     hub.corrupt(REPO, "w.bin", times=1)
@@ -68,7 +70,9 @@ def test_corrupt_bytes_from_the_server_are_fetched_again_once(hub: FakeHub, cach
 
     assert outcome.code == 0
     assert hub.served(REPO, "w.bin") == 2 * size
-    assert (snapshot_dir(cache, REPO, sha) / "w.bin").read_bytes() == bytes(hub.file(REPO, "w.bin").content.read(0, size))
+    assert (snapshot_dir(cache, REPO, sha) / "w.bin").read_bytes() == bytes(
+        hub.file(REPO, "w.bin").content.read(0, size)
+    )
 
 
 def test_corrupt_bytes_twice_is_a_checksum_mismatch(hub: FakeHub, cache: Path, run_prefetch) -> None:
@@ -90,7 +94,9 @@ def test_non_lfs_files_are_checked_against_the_git_blob_id(hub: FakeHub, cache: 
     assert_failed(run_prefetch(), "ChecksumMismatch", cache)
 
 
-def test_a_stall_that_never_ends_is_download_stalled_after_the_retry_budget(hub: FakeHub, cache: Path, run_prefetch) -> None:
+def test_a_stall_that_never_ends_is_download_stalled_after_the_retry_budget(
+    hub: FakeHub, cache: Path, run_prefetch
+) -> None:
     hub.add_repo(REPO, {"w.bin": PatternBlob(200_000)})
     hub.stall(REPO, "w.bin", after_bytes=0, seconds=30, times=None)
 
@@ -102,7 +108,9 @@ def test_a_stall_that_never_ends_is_download_stalled_after_the_retry_budget(hub:
     assert "0.3s" in outcome.result["message"]
 
 
-def test_server_errors_are_retried_then_reported_as_network_error(hub: FakeHub, cache: Path, run_prefetch) -> None:
+def test_server_errors_are_retried_then_reported_as_network_error(
+    hub: FakeHub, cache: Path, run_prefetch
+) -> None:
     hub.add_repo(REPO, {"w.bin": PatternBlob(100_000)})
     hub.fail(REPO, "w.bin", status=503, times=2)
     assert run_prefetch("--max-retries", "3").code == 0
@@ -132,8 +140,12 @@ def small_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         if not mounted:
             usage = shutil.disk_usage(tmp_path)._replace(free=SMALL_VOLUME_BYTES)
             monkeypatch.setattr(snapshot.shutil, "disk_usage", lambda _: usage)
-            monkeypatch.setattr(transfer, "open", lambda f, mode, buffering=-1: _SizeLimitedFile(f, mode.replace("b", "")),
-                                raising=False)
+            monkeypatch.setattr(
+                transfer,
+                "open",
+                lambda f, mode, buffering=-1: _SizeLimitedFile(f, mode.replace("b", "")),
+                raising=False,
+            )
         yield path
 
 
@@ -150,7 +162,9 @@ def test_disk_full_before_download_keeps_no_marker(hub: FakeHub, small_volume: P
     assert hub.served(REPO) == 0
 
 
-def test_disk_full_while_writing_is_disk_full_and_keeps_the_partial_file(hub: FakeHub, small_volume: Path) -> None:
+def test_disk_full_while_writing_is_disk_full_and_keeps_the_partial_file(
+    hub: FakeHub, small_volume: Path
+) -> None:
     """The free-space preflight is bypassed by calling the transfer directly, so the write itself hits ENOSPC."""
     size = 3 * 1024 * 1024
     sha = hub.add_repo(REPO, {"w.bin": PatternBlob(size)})
@@ -160,8 +174,15 @@ def test_disk_full_while_writing_is_disk_full_and_keeps_the_partial_file(hub: Fa
     transport = Transport(timeout=10)
     try:
         fetcher = FileFetcher(
-            transport=transport, endpoint=hub.url, token=None, repo=REPO, sha=sha, partial_root=partial,
-            settings=TransferSettings(stall_timeout=5, max_retries=0), progress=Progress(), abort=threading.Event(),
+            transport=transport,
+            endpoint=hub.url,
+            token=None,
+            repo=REPO,
+            sha=sha,
+            partial_root=partial,
+            settings=TransferSettings(stall_timeout=5, max_retries=0),
+            progress=Progress(),
+            abort=threading.Event(),
         )
         with pytest.raises(PrefetchError) as failure:
             fetcher.fetch(remote)

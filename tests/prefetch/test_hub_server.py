@@ -25,7 +25,9 @@ def test_revision_tree_and_metadata_through_the_real_client(hub: FakeHub, model_
     assert set(files) == set(model_files)
     shard = "shards/shard-00000-of-00003.bin"
     assert files[shard].lfs is not None and files[shard].lfs.sha256 == content_sha256(model_files[shard])
-    assert files["config.json"].lfs is None and files["config.json"].blob_id == git_blob_oid(model_files["config.json"])
+    assert files["config.json"].lfs is None and files["config.json"].blob_id == git_blob_oid(
+        model_files["config.json"]
+    )
 
     meta = get_hf_file_metadata(hf_hub_url(REPO, shard, revision=sha, endpoint=hub.url), token=False)
     assert meta.commit_hash == sha and meta.etag == files[shard].lfs.sha256 and meta.size == 1024 * 1024
@@ -58,7 +60,10 @@ def test_range_if_range_and_counters(hub: FakeHub) -> None:
 def test_errors_carry_the_hub_error_codes() -> None:
     with serve_hub() as hub:
         hub.add_repo(REPO, {"a.txt": b"a"}, token="t0k")
-        assert httpx.get(f"{hub.url}/api/models/acme/none/revision/main").headers["X-Error-Code"] == "RepoNotFound"
+        assert (
+            httpx.get(f"{hub.url}/api/models/acme/none/revision/main").headers["X-Error-Code"]
+            == "RepoNotFound"
+        )
         assert httpx.get(f"{hub.url}/api/models/{REPO}/revision/main").status_code == 401
         auth = {"Authorization": "Bearer t0k"}
         missing_rev = httpx.get(f"{hub.url}/{REPO}/resolve/nope/a.txt", headers=auth)

@@ -27,15 +27,34 @@ def test_runs_with_a_read_only_root_filesystem(hub: FakeHub, tmp_path: Path) -> 
     with tmpfs(cache, "16m") as mounted:
         if not mounted:
             pytest.skip("cannot mount a tmpfs here (needs root)")
-        program = shlex.join([
-            sys.executable, "-m", "lpbyoc_worker.cli", "prefetch", "--repo", REPO, "--cache-dir", str(cache),
-            "--progress-port", "0",
-        ])
+        program = shlex.join(
+            [
+                sys.executable,
+                "-m",
+                "lpbyoc_worker.cli",
+                "prefetch",
+                "--repo",
+                REPO,
+                "--cache-dir",
+                str(cache),
+                "--progress-port",
+                "0",
+            ]
+        )
         env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
         env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1", PYTHONDONTWRITEBYTECODE="1")
         proc = subprocess.run(
-            ["unshare", "-m", "sh", "-c", f"mount -o remount,bind,ro / && touch /probe 2>/dev/null; {program}"],
-            env=env, capture_output=True, text=True, timeout=120,
+            [
+                "unshare",
+                "-m",
+                "sh",
+                "-c",
+                f"mount -o remount,bind,ro / && touch /probe 2>/dev/null; {program}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if proc.returncode != 0 and "unshare" in proc.stderr and "Operation not permitted" in proc.stderr:
             pytest.skip("cannot create a mount namespace here")

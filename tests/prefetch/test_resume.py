@@ -29,7 +29,9 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else -1
 
 
-def test_a_killed_prefetch_resumes_and_fetches_only_the_rest(hub: FakeHub, cache: Path, tmp_path: Path) -> None:
+def test_a_killed_prefetch_resumes_and_fetches_only_the_rest(
+    hub: FakeHub, cache: Path, tmp_path: Path
+) -> None:
     size, cut_at = 8 * MIB, 3 * MIB
     sha = hub.add_repo(REPO, {"big.bin": PatternBlob(size), "config.json": b"{}"})
     hub.stall(REPO, "big.bin", after_bytes=cut_at, seconds=60)
@@ -57,7 +59,9 @@ def test_a_killed_prefetch_resumes_and_fetches_only_the_rest(hub: FakeHub, cache
     assert not partial_dir(cache, REPO, sha).exists()
 
 
-def test_a_partial_file_from_another_etag_is_not_resumed_onto(hub: FakeHub, cache: Path, run_prefetch) -> None:
+def test_a_partial_file_from_another_etag_is_not_resumed_onto(
+    hub: FakeHub, cache: Path, run_prefetch
+) -> None:
     size = 2 * MIB
     sha = hub.add_repo(REPO, {"w.bin": PatternBlob(size)})
     part = partial_dir(cache, REPO, sha) / "w.bin"
@@ -97,7 +101,9 @@ def test_a_dropped_connection_is_resumed(hub: FakeHub, cache: Path, run_prefetch
     assert verify(cache, REPO, sha, check_hash=True) == []
 
 
-def test_a_corrupted_file_in_a_complete_snapshot_is_detected_and_fetched_again(hub: FakeHub, cache: Path, run_prefetch, model_files) -> None:
+def test_a_corrupted_file_in_a_complete_snapshot_is_detected_and_fetched_again(
+    hub: FakeHub, cache: Path, run_prefetch, model_files
+) -> None:
     sha = hub.add_repo(REPO, model_files)
     assert run_prefetch().code == 0
     root = snapshot_dir(cache, REPO, sha)
@@ -121,12 +127,16 @@ def test_a_corrupted_file_in_a_complete_snapshot_is_detected_and_fetched_again(h
     assert find_snapshot(cache, REPO, sha, check_hash=True) == root
 
 
-def test_a_truncated_file_is_caught_without_verify(hub: FakeHub, cache: Path, run_prefetch, model_files) -> None:
+def test_a_truncated_file_is_caught_without_verify(
+    hub: FakeHub, cache: Path, run_prefetch, model_files
+) -> None:
     sha = hub.add_repo(REPO, model_files)
     assert run_prefetch().code == 0
     root = snapshot_dir(cache, REPO, sha)
     (root / "model.pt").write_bytes(b"trunc")
-    assert verify(cache, REPO, sha, check_hash=False) == [f"model.pt: size 5 != {hub.file(REPO, 'model.pt').content.size}"]
+    assert verify(cache, REPO, sha, check_hash=False) == [
+        f"model.pt: size 5 != {hub.file(REPO, 'model.pt').content.size}"
+    ]
     hub.reset_counters()
 
     assert run_prefetch().code == 0
@@ -140,7 +150,15 @@ def test_progress_endpoint_reports_while_downloading(hub: FakeHub, cache: Path, 
     hub.stall(REPO, "big.bin", after_bytes=stall_at, seconds=60)
     port = free_port()
     proc = spawn_prefetch(
-        hub, cache, tmp_path / "t", "--progress-port", str(port), "--stall-timeout", "30", "--log-interval", "0.1"
+        hub,
+        cache,
+        tmp_path / "t",
+        "--progress-port",
+        str(port),
+        "--stall-timeout",
+        "30",
+        "--log-interval",
+        "0.1",
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -179,7 +197,9 @@ def test_progress_endpoint_reports_while_downloading(hub: FakeHub, cache: Path, 
     assert f"of {size + 2} bytes, " in err  # the periodic log line for `kubectl logs`
 
 
-def test_the_token_never_appears_in_output_logs_or_the_result(hub: FakeHub, cache: Path, tmp_path: Path) -> None:
+def test_the_token_never_appears_in_output_logs_or_the_result(
+    hub: FakeHub, cache: Path, tmp_path: Path
+) -> None:
     token = "hf_ZZsecretTOKEN987"
     hub.add_repo(REPO, {"w.bin": PatternBlob(MIB), "config.json": b"{}"}, token=token)
     hub.fail(REPO, "w.bin", status=503, times=1)  # a retry makes the program log about the transfer
@@ -192,11 +212,20 @@ def test_the_token_never_appears_in_output_logs_or_the_result(hub: FakeHub, cach
     assert ok.returncode == 0 and bad.returncode == 1
     assert "retry 1/" in ok_err
     assert all(r.authorization for r in hub.requests)
-    for text in (ok_out, ok_err, bad_out, bad_err, (tmp_path / "ok").read_text(), (tmp_path / "bad").read_text()):
+    for text in (
+        ok_out,
+        ok_err,
+        bad_out,
+        bad_err,
+        (tmp_path / "ok").read_text(),
+        (tmp_path / "bad").read_text(),
+    ):
         assert token not in text
 
 
-def test_lfs_bytes_from_a_cdn_host_resume_there_without_the_token(hub: FakeHub, cache: Path, run_prefetch) -> None:
+def test_lfs_bytes_from_a_cdn_host_resume_there_without_the_token(
+    hub: FakeHub, cache: Path, run_prefetch
+) -> None:
     """As on the Hub, LFS files redirect to a CDN host with ETags of its own."""
     token = "hf_cdnTOKEN"
     size = 3 * MIB

@@ -15,16 +15,35 @@ from tests.support.hub_server import FakeHub, PatternBlob, self_signed_cert, ser
 from .conftest import REPO
 
 
-def test_everything_goes_through_the_proxy_from_the_environment(hub: FakeHub, cache: Path, tmp_path: Path) -> None:
+def test_everything_goes_through_the_proxy_from_the_environment(
+    hub: FakeHub, cache: Path, tmp_path: Path
+) -> None:
     """HF_ENDPOINT names a host that does not resolve; only the proxy (the Hub server, which also
     answers absolute-URI requests as a forward proxy would) can reach it."""
     sha = hub.add_repo(REPO, {"w.bin": PatternBlob(2 * 1024 * 1024), "config.json": b"{}"})
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "HF_TOKEN"}
     env.update(HF_ENDPOINT="http://hub.example.invalid", HTTP_PROXY=hub.url, HF_HUB_DISABLE_TELEMETRY="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "lpbyoc_worker.cli", "prefetch", "--repo", REPO, "--cache-dir", str(cache),
-         "--progress-port", "-1", "--termination-log", str(tmp_path / "t"), "--max-retries", "0"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "lpbyoc_worker.cli",
+            "prefetch",
+            "--repo",
+            REPO,
+            "--cache-dir",
+            str(cache),
+            "--progress-port",
+            "-1",
+            "--termination-log",
+            str(tmp_path / "t"),
+            "--max-retries",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert proc.returncode == 0, proc.stderr
@@ -43,13 +62,31 @@ def test_https_with_a_private_ca_and_a_cdn_redirect(tmp_path: Path, cache: Path)
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "HF_TOKEN"}
         env.update(HF_ENDPOINT=hub.url, SSL_CERT_FILE=str(cert), HF_HUB_DISABLE_TELEMETRY="1")
         proc = subprocess.run(
-            [sys.executable, "-m", "lpbyoc_worker.cli", "prefetch", "--repo", REPO, "--cache-dir", str(cache),
-             "--progress-port", "-1", "--termination-log", str(tmp_path / "t"), "--max-retries", "0"],
-            env=env, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "lpbyoc_worker.cli",
+                "prefetch",
+                "--repo",
+                REPO,
+                "--cache-dir",
+                str(cache),
+                "--progress-port",
+                "-1",
+                "--termination-log",
+                str(tmp_path / "t"),
+                "--max-retries",
+                "0",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert proc.returncode == 0, proc.stderr
         assert [r.path.split("/")[1] for r in hub.requests if r.method == "GET" and "w.bin" in r.path] == [
-            "acme", "cdn"
+            "acme",
+            "cdn",
         ]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["sha"] == sha
     assert verify(cache, REPO, sha, check_hash=True) == []

@@ -120,7 +120,12 @@ class ServedFile:
         return self.sha256 if self.lfs else self.oid
 
     def tree_entry(self) -> dict[str, object]:
-        entry: dict[str, object] = {"type": "file", "oid": self.oid, "size": self.content.size, "path": self.path}
+        entry: dict[str, object] = {
+            "type": "file",
+            "oid": self.oid,
+            "size": self.content.size,
+            "path": self.path,
+        }
         if self.lfs:
             pointer = self._pointer()
             entry["lfs"] = {"oid": self.sha256, "size": self.content.size, "pointerSize": len(pointer)}
@@ -241,7 +246,9 @@ class FakeHub:
         return repo.commits[sha][path]
 
     # ----- faults and counters -----------------------------------------------------------------
-    def stall(self, repo_id: str, path: str, *, after_bytes: int, seconds: float, times: int | None = 1) -> None:
+    def stall(
+        self, repo_id: str, path: str, *, after_bytes: int, seconds: float, times: int | None = 1
+    ) -> None:
         """Send `after_bytes` of the body, then go silent for `seconds` (or until `release_stalls()`)."""
         self._add_fault(repo_id, path, Fault("stall", after_bytes=after_bytes, seconds=seconds, times=times))
 
@@ -454,8 +461,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _cdn(self, repo_id: str, sha256: str, path: str, *, head: bool) -> int:
         repo = self.hub.repos.get(repo_id)
         served = next(
-            (f for commit in (repo.commits.values() if repo else []) for f in commit.values()
-             if f.path == path and f.sha256 == sha256),
+            (
+                f
+                for commit in (repo.commits.values() if repo else [])
+                for f in commit.values()
+                if f.path == path and f.sha256 == sha256
+            ),
             None,
         )
         if served is None:
@@ -505,7 +516,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_body(repo_id, served, start, length, fault)
         return status
 
-    def _send_body(self, repo_id: str, served: ServedFile, start: int, length: int, fault: Fault | None) -> None:
+    def _send_body(
+        self, repo_id: str, served: ServedFile, start: int, length: int, fault: Fault | None
+    ) -> None:
         sent = 0
         limit = fault.after_bytes if fault is not None and fault.kind in ("stall", "cut") else None
         while sent < length:
@@ -541,7 +554,10 @@ def _tree(files: Mapping[str, ServedFile], prefix: str, *, recursive: bool) -> l
         for depth in range(1, len(parts)):
             folder = "/".join(([prefix] if prefix else []) + parts[:depth])
             if recursive or depth == 1:
-                entries.setdefault(folder, {"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(), "path": folder})
+                entries.setdefault(
+                    folder,
+                    {"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(), "path": folder},
+                )
         if recursive or len(parts) == 1:
             entries[path] = served.tree_entry()
     return list(entries.values())
@@ -557,7 +573,9 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve_hub(host: str = "127.0.0.1", port: int = 0, *, tls: tuple[Path, Path] | None = None) -> Iterator[FakeHub]:
+def serve_hub(
+    host: str = "127.0.0.1", port: int = 0, *, tls: tuple[Path, Path] | None = None
+) -> Iterator[FakeHub]:
     """Run a FakeHub on loopback in a background thread for the duration of the block.
 
     `tls=(certfile, keyfile)` serves https (see `self_signed_cert`).
@@ -608,12 +626,15 @@ def tiny_torchscript_model() -> bytes:
     return _MODEL_CACHE["model"]
 
 
-def tiny_model_files(*, shards: int = 3, shard_size: int = 1024 * 1024, seed: int = 0) -> dict[str, bytes | Content]:
+def tiny_model_files(
+    *, shards: int = 3, shard_size: int = 1024 * 1024, seed: int = 0
+) -> dict[str, bytes | Content]:
     """A small model repo: TorchScript `model.pt`, `config.json`, a README and `shards` LFS shards."""
     files: dict[str, bytes | Content] = {
         "model.pt": tiny_torchscript_model(),
         "config.json": json.dumps(
-            {"architectures": ["TinyConvNet"], "in_channels": 3, "out_channels": 3, "kernel_size": 3}, indent=2
+            {"architectures": ["TinyConvNet"], "in_channels": 3, "out_channels": 3, "kernel_size": 3},
+            indent=2,
         ).encode(),
         "README.md": b"# tiny\nA 3x3 conv net for tests.\n",
     }
@@ -642,9 +663,26 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and localhost (openssl CLI); trust it with SSL_CERT_FILE."""
     cert, key = directory / "hub-cert.pem", directory / "hub-key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 

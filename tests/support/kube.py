@@ -82,7 +82,9 @@ class Cluster:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    async def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
         return await self.kube.get(api_version, kind, name, namespace or self.namespace)
 
     async def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
@@ -107,7 +109,9 @@ class Cluster:
         result: dict[str, Any] = await wait_for(reached, within, what=f"{name} phase {phase}")
         return result
 
-    async def wait_condition(self, name: str, cond_type: str, reason: str, within: float = 10.0) -> dict[str, Any]:
+    async def wait_condition(
+        self, name: str, cond_type: str, reason: str, within: float = 10.0
+    ) -> dict[str, Any]:
         async def reached() -> dict[str, Any] | None:
             cond = await self.condition(name, cond_type)
             return cond if cond.get("reason") == reason else None
@@ -129,7 +133,9 @@ class Cluster:
         last, since = self.writes(), time.monotonic()
         while time.monotonic() - since < for_s:
             if time.monotonic() > deadline:
-                raise AssertionError(f"the API was still being written to after {within}s: {self.write_log()[-5:]}")
+                raise AssertionError(
+                    f"the API was still being written to after {within}s: {self.write_log()[-5:]}"
+                )
             await asyncio.sleep(0.1)
             if self.writes() != last:
                 last, since = self.writes(), time.monotonic()
@@ -166,7 +172,9 @@ class Cluster:
         }
         return await self.kube.create(body)
 
-    async def patch_capability_spec(self, name: str, spec_patch: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
+    async def patch_capability_spec(
+        self, name: str, spec_patch: Mapping[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
         """Merge-patch the spec and bump generation, as the API server does on a spec change."""
         current = await self.capability(name, namespace)
         assert current is not None, f"capability {name} not found"
@@ -184,16 +192,28 @@ class Cluster:
 
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
         await self.kube.create(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace or self.namespace}, "data": encoded}
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace or self.namespace},
+                "data": encoded,
+            }
         )
 
     async def create_storage_class(self, name: str) -> None:
         await self.kube.create(
-            {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name}, "provisioner": "test"}
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": name},
+                "provisioner": "test",
+            }
         )
 
     async def bind_claim(self, name: str, namespace: str | None = None) -> None:
-        await self.kube.patch_status("v1", "PersistentVolumeClaim", name, namespace or self.namespace, {"phase": "Bound"})
+        await self.kube.patch_status(
+            "v1", "PersistentVolumeClaim", name, namespace or self.namespace, {"phase": "Bound"}
+        )
 
     async def add_prefetch_pod(
         self,
@@ -218,21 +238,45 @@ class Cluster:
             phase = "Running"
         else:
             exit_code = 0 if result.get("result") == "Succeeded" else 1
-            state = {"terminated": {"exitCode": exit_code, "message": json.dumps(result), "reason": "Completed" if exit_code == 0 else "Error"}}
+            state = {
+                "terminated": {
+                    "exitCode": exit_code,
+                    "message": json.dumps(result),
+                    "reason": "Completed" if exit_code == 0 else "Error",
+                }
+            }
             phase = "Succeeded" if exit_code == 0 else "Failed"
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": f"{job_name}-{suffix}", "namespace": ns, "labels": labels, "uid": str(uuid.uuid4())},
+            "metadata": {
+                "name": f"{job_name}-{suffix}",
+                "namespace": ns,
+                "labels": labels,
+                "uid": str(uuid.uuid4()),
+            },
             "spec": {"containers": [{"name": "prefetch", "image": "x"}]},
-            "status": {"phase": phase, "podIP": ip, "containerStatuses": [
-                {"name": "prefetch", "image": "x", "imageID": "", "ready": False, "restartCount": 0, "state": state}
-            ]},
+            "status": {
+                "phase": phase,
+                "podIP": ip,
+                "containerStatuses": [
+                    {
+                        "name": "prefetch",
+                        "image": "x",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": state,
+                    }
+                ],
+            },
         }
         existing = await self.get("v1", "Pod", pod["metadata"]["name"], ns)
         if existing is None:
             return await self.kube.create(pod)
-        return await self.kube.patch_merge("v1", "Pod", pod["metadata"]["name"], ns, {"status": pod["status"]})
+        return await self.kube.patch_merge(
+            "v1", "Pod", pod["metadata"]["name"], ns, {"status": pod["status"]}
+        )
 
     async def finish_job(
         self, job_name: str, result: Mapping[str, Any], *, namespace: str | None = None, suffix: str = "a"
@@ -243,11 +287,21 @@ class Cluster:
         if result.get("result") == "Succeeded":
             status = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
         else:
-            status = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
+            status = {
+                "failed": 1,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+            }
         await self.kube.patch_status("batch/v1", "Job", job_name, ns, status)
 
-    async def make_deployment_available(self, name: str, replicas: int = 1, namespace: str | None = None) -> None:
-        status = {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas, "updatedReplicas": replicas}
+    async def make_deployment_available(
+        self, name: str, replicas: int = 1, namespace: str | None = None
+    ) -> None:
+        status = {
+            "replicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "updatedReplicas": replicas,
+        }
         await self.kube.patch_status("apps/v1", "Deployment", name, namespace or self.namespace, status)
 
     async def add_worker_pod(
@@ -263,15 +317,30 @@ class Cluster:
         ns = namespace or self.namespace
         labels = naming.capability_labels(capability, "worker")
         if unschedulable_message is not None:
-            conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable_message}]
+            conditions = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": unschedulable_message,
+                }
+            ]
             status: dict[str, Any] = {"phase": "Pending", "conditions": conditions}
         else:
-            conditions = [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True" if ready else "False"}]
+            conditions = [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "True" if ready else "False"},
+            ]
             status = {"phase": "Running", "podIP": ip, "conditions": conditions}
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": f"{naming.worker_name(capability)}-{suffix}", "namespace": ns, "labels": labels, "uid": str(uuid.uuid4())},
+            "metadata": {
+                "name": f"{naming.worker_name(capability)}-{suffix}",
+                "namespace": ns,
+                "labels": labels,
+                "uid": str(uuid.uuid4()),
+            },
             "spec": {"containers": [{"name": "adapter", "image": "x"}]},
             "status": status,
         }
@@ -340,8 +409,12 @@ class OperatorRun:
         self.runtime = Runtime(kube=kube, settings=self.settings, tuning=self.tuning)
         self._memo = kopf.Memo(runtime=self.runtime, server=self.cluster.url, api_double=True)
         self._stop = asyncio.Event()
-        scope: dict[str, Any] = {"clusterwide": True} if self.clusterwide else {"namespaces": list(self.namespaces)}
-        self._task = asyncio.create_task(kopf.operator(**scope, standalone=True, memo=self._memo, stop_flag=self._stop))
+        scope: dict[str, Any] = (
+            {"clusterwide": True} if self.clusterwide else {"namespaces": list(self.namespaces)}
+        )
+        self._task = asyncio.create_task(
+            kopf.operator(**scope, standalone=True, memo=self._memo, stop_flag=self._stop)
+        )
 
     async def stop(self) -> None:
         """Set kopf's stop flag from outside its loop and wait for it to finish: a task spawned

@@ -430,7 +430,9 @@ def build_worker_deployment(ctx: BuildContext) -> dict[str, Any]:
     }
     ca_volume = _orchestrator_ca_volume(spec)
     if ca_volume is not None:
-        adapter["volumeMounts"].append({"name": ca_volume["name"], "mountPath": ORCH_CA_MOUNT, "readOnly": True})
+        adapter["volumeMounts"].append(
+            {"name": ca_volume["name"], "mountPath": ORCH_CA_MOUNT, "readOnly": True}
+        )
     adapter_env = _adapter_env(ctx)
     if adapter_env:
         adapter["env"] = adapter_env

@@ -15,7 +15,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("lpbyoc.commands.run", "run the operator (kopf) against the current cluster"),
     "render": ("lpbyoc.commands.render", "print every object the operator would apply, no cluster needed"),
     "crd": ("lpbyoc.commands.crd", "print the LivepeerCapability CRD"),
-    "demo": ("lpbyoc.commands.demo", "run the operator against a local API double and show a capability converge"),
+    "demo": (
+        "lpbyoc.commands.demo",
+        "run the operator against a local API double and show a capability converge",
+    ),
 }
 
 

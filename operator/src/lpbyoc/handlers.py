@@ -112,7 +112,9 @@ async def lpbyoc_cleanup(memo: Any, **_: Any) -> None:
 
 
 @kopf.index(*CAPABILITIES)
-def lpbyoc_capabilities(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Key, CapabilityRecord]:
+def lpbyoc_capabilities(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[Key, CapabilityRecord]:
     return {(namespace or "", name): capability_record(body)}
 
 
@@ -212,7 +214,9 @@ async def lpbyoc_capability_event(
                 reconciler.trigger((namespace, user.name))
 
 
-def _owners_of_child(reconciler: Reconciler, kind: str, namespace: str, name: str, owners: tuple[str, ...]) -> list[Key]:
+def _owners_of_child(
+    reconciler: Reconciler, kind: str, namespace: str, name: str, owners: tuple[str, ...]
+) -> list[Key]:
     if owners:
         return [(namespace, owner) for owner in owners]
     indexes = reconciler.runtime.indexes
@@ -270,4 +274,6 @@ async def lpbyoc_detach(
     try:
         await orchestrator.detach(view, runtime.kube)
     except (KubeError, OrchestratorError, httpx2.TransportError, OSError) as exc:
-        raise kopf.TemporaryError(f"detach from the orchestrator failed: {exc}", delay=TRANSIENT_DELAY) from exc
+        raise kopf.TemporaryError(
+            f"detach from the orchestrator failed: {exc}", delay=TRANSIENT_DELAY
+        ) from exc

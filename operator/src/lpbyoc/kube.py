@@ -166,7 +166,9 @@ class Kube:
         on_write: Callable[[WriteVerb, str], None] | None = None,
     ) -> Kube:
         """A client writing the way the operator settings say (server-side apply or merge patch)."""
-        return cls.connect(server=server, kubeconfig=kubeconfig, patch_strategy=settings.patch_strategy, on_write=on_write)
+        return cls.connect(
+            server=server, kubeconfig=kubeconfig, patch_strategy=settings.patch_strategy, on_write=on_write
+        )
 
     @property
     def config(self) -> SingleConfig:
@@ -182,7 +184,9 @@ class Kube:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    async def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         res: Any = resource_type(api_version, kind)
         try:
@@ -247,7 +251,9 @@ class Kube:
         self._count("create", kind)
         return _to_dict(created)
 
-    async def ensure(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    async def ensure(
+        self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Make the object match `desired`, writing nothing when `observed` already does.
 
         `observed` is what the caller last saw (from a watch index); None means "not seen",
@@ -312,7 +318,9 @@ class Kube:
     ) -> dict[str, Any]:
         try:
             if issubclass(res, NamespacedResource) or namespace is not None:
-                obj: Any = await self._client.patch(res, name, dict(patch), namespace=namespace, patch_type=PatchType.MERGE)
+                obj: Any = await self._client.patch(
+                    res, name, dict(patch), namespace=namespace, patch_type=PatchType.MERGE
+                )
             else:
                 obj = await self._client.patch(res, name, dict(patch), patch_type=PatchType.MERGE)
         except (ApiError, httpx2.HTTPStatusError) as exc:

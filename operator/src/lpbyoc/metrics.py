@@ -20,13 +20,19 @@ RECONCILE_SECONDS = Histogram(
 )
 ERRORS = Counter("lpbyoc_reconcile_errors", "Reconcile errors, by reason.", ["reason"], registry=REGISTRY)
 CAPABILITIES = Gauge("lpbyoc_capabilities", "Capabilities by status.phase.", ["phase"], registry=REGISTRY)
-API_WRITES = Counter("lpbyoc_api_writes", "Kubernetes API writes, by verb and kind.", ["verb", "kind"], registry=REGISTRY)
+API_WRITES = Counter(
+    "lpbyoc_api_writes", "Kubernetes API writes, by verb and kind.", ["verb", "kind"], registry=REGISTRY
+)
 PREFETCH_BYTES_DONE = Gauge(
-    "lpbyoc_prefetch_bytes_done", "Bytes downloaded by the running prefetch.", ["namespace", "capability"],
+    "lpbyoc_prefetch_bytes_done",
+    "Bytes downloaded by the running prefetch.",
+    ["namespace", "capability"],
     registry=REGISTRY,
 )
 PREFETCH_BYTES_TOTAL = Gauge(
-    "lpbyoc_prefetch_bytes_total", "Bytes the running prefetch will download.", ["namespace", "capability"],
+    "lpbyoc_prefetch_bytes_total",
+    "Bytes the running prefetch will download.",
+    ["namespace", "capability"],
     registry=REGISTRY,
 )
 

@@ -35,7 +35,8 @@ def owner_names(metadata: Mapping[str, Any]) -> tuple[str, ...]:
         sorted(
             str(ref.get("name"))
             for ref in metadata.get("ownerReferences") or ()
-            if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).split("/")[0] == API_VERSION.split("/")[0]
+            if ref.get("kind") == KIND
+            and str(ref.get("apiVersion", "")).split("/")[0] == API_VERSION.split("/")[0]
         )
     )
 
@@ -97,7 +98,8 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord:
     unschedulable = None
     if scheduled is not None and scheduled.get("status") == "False":
         unschedulable = SchedulingProblem(
-            reason=str(scheduled.get("reason") or "Unschedulable"), message=str(scheduled.get("message") or "")
+            reason=str(scheduled.get("reason") or "Unschedulable"),
+            message=str(scheduled.get("message") or ""),
         )
     message = None
     for container in status.get("containerStatuses") or ():
@@ -161,8 +163,12 @@ def observe_prefetch(job: Mapping[str, Any] | None, pods: Iterable[PodRecord]) -
     if state == "succeeded":
         result = next((r for r in reversed(results) if r.get("result") == "Succeeded"), None)
     elif state == "failed":
-        result = next((r for r in reversed(results) if r.get("result") == "Failed"), results[-1] if results else None)
-    running_ip = next((p.ip for p in ordered if p.phase == "Running" and p.ip), None) if state == "running" else None
+        result = next(
+            (r for r in reversed(results) if r.get("result") == "Failed"), results[-1] if results else None
+        )
+    running_ip = (
+        next((p.ip for p in ordered if p.phase == "Running" and p.ip), None) if state == "running" else None
+    )
     annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
     try:
         attempt = int(annotations.get(ATTEMPT_ANNOTATION, 1))

@@ -18,29 +18,43 @@ class Rule(NamedTuple):
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("livepeer.org", "livepeercapabilities", ("get", "list", "watch", "patch"),
-         "watch capabilities; kopf adds finalizers and progress annotations"),
-    Rule("livepeer.org", "livepeercapabilities/status", ("get", "patch"),
-         "write conditions, phase and progress"),
-    Rule("", "persistentvolumeclaims", ("list", "watch", "create", "patch"),
-         "weights cache; it goes by ownerReference GC with its last user, never deleted by the operator"),
-    Rule("batch", "jobs", ("list", "watch", "create", "patch", "delete"),
-         "prefetch Jobs; a failed Job is deleted and retried"),
-    Rule("apps", "deployments", ("list", "watch", "create", "patch"),
-         "worker Deployments"),
-    Rule("", "services", ("list", "watch", "create", "patch"),
-         "worker Services"),
-    Rule("", "pods", ("list", "watch"),
-         "scheduling failures (WaitingForGPU), prefetch progress and results"),
-    Rule("", "configmaps", ("get", "create", "patch"),
-         "aiModels.json per orchestrator"),
-    Rule("", "secrets", ("get", "create", "patch"),
-         "read orchSecret, Hub and worker tokens by name (never listed); write aiModels.json as a "
-         "Secret when its entries carry worker tokens"),
-    Rule("", "events", ("create",),
-         "Events on Ready transitions and failures"),
-    Rule("storage.k8s.io", "storageclasses", ("get",),
-         "preflight: the requested StorageClass exists"),
+    Rule(
+        "livepeer.org",
+        "livepeercapabilities",
+        ("get", "list", "watch", "patch"),
+        "watch capabilities; kopf adds finalizers and progress annotations",
+    ),
+    Rule(
+        "livepeer.org",
+        "livepeercapabilities/status",
+        ("get", "patch"),
+        "write conditions, phase and progress",
+    ),
+    Rule(
+        "",
+        "persistentvolumeclaims",
+        ("list", "watch", "create", "patch"),
+        "weights cache; it goes by ownerReference GC with its last user, never deleted by the operator",
+    ),
+    Rule(
+        "batch",
+        "jobs",
+        ("list", "watch", "create", "patch", "delete"),
+        "prefetch Jobs; a failed Job is deleted and retried",
+    ),
+    Rule("apps", "deployments", ("list", "watch", "create", "patch"), "worker Deployments"),
+    Rule("", "services", ("list", "watch", "create", "patch"), "worker Services"),
+    Rule("", "pods", ("list", "watch"), "scheduling failures (WaitingForGPU), prefetch progress and results"),
+    Rule("", "configmaps", ("get", "create", "patch"), "aiModels.json per orchestrator"),
+    Rule(
+        "",
+        "secrets",
+        ("get", "create", "patch"),
+        "read orchSecret, Hub and worker tokens by name (never listed); write aiModels.json as a "
+        "Secret when its entries carry worker tokens",
+    ),
+    Rule("", "events", ("create",), "Events on Ready transitions and failures"),
+    Rule("storage.k8s.io", "storageclasses", ("get",), "preflight: the requested StorageClass exists"),
 )
 
 # The orchestrator workload named by spec.orchestrator.workloadRef gets a checksum

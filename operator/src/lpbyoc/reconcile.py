@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 SHA_LENGTH = 40
 
+
 async def registration(view: CapabilityView, kube: Kube) -> ConditionResult:
     """The Registered condition from the orchestrator attachment."""
     return await orchestrator.sync(view, kube)
@@ -221,22 +222,32 @@ def with_attempt(job: dict[str, Any], attempt: int) -> dict[str, Any]:
 
 def events_for(old_status: Mapping[str, Any], new_status: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(type, reason, message) of the Events a status change deserves: Ready flips and failures."""
-    old_ready: Mapping[str, Any] = next((c for c in old_status.get("conditions") or () if c.get("type") == READY), {})
-    new_ready: Mapping[str, Any] = next((c for c in new_status.get("conditions") or () if c.get("type") == READY), {})
+    old_ready: Mapping[str, Any] = next(
+        (c for c in old_status.get("conditions") or () if c.get("type") == READY), {}
+    )
+    new_ready: Mapping[str, Any] = next(
+        (c for c in new_status.get("conditions") or () if c.get("type") == READY), {}
+    )
     events: list[tuple[str, str, str]] = []
     if new_ready.get("status") == "True" and old_ready.get("status") != "True":
         events.append(("Normal", "Ready", str(new_ready.get("message") or "")))
     elif new_ready.get("status") != "True" and old_ready.get("status") == "True":
-        events.append(("Warning", str(new_ready.get("reason") or "NotReady"), str(new_ready.get("message") or "")))
+        events.append(
+            ("Warning", str(new_ready.get("reason") or "NotReady"), str(new_ready.get("message") or ""))
+        )
     if new_status.get("phase") == "Failed" and old_status.get("phase") != "Failed":
-        events.append(("Warning", str(new_ready.get("reason") or "Failed"), str(new_ready.get("message") or "")))
+        events.append(
+            ("Warning", str(new_ready.get("reason") or "Failed"), str(new_ready.get("message") or ""))
+        )
     return events
 
 
 # -- the reconcile ----------------------------------------------------------------------------------
 
 
-async def _write_status(rt: Runtime, cap: CapabilityRecord, old: Mapping[str, Any], new: dict[str, Any]) -> None:
+async def _write_status(
+    rt: Runtime, cap: CapabilityRecord, old: Mapping[str, Any], new: dict[str, Any]
+) -> None:
     key = (cap.namespace, cap.name)
     patch = status_patch(old, new)
     if patch is None:
@@ -254,7 +265,9 @@ async def _write_status(rt: Runtime, cap: CapabilityRecord, old: Mapping[str, An
 
 def _post_event(cap: CapabilityRecord, event_type: str, reason: str, message: str) -> None:
     try:
-        kopf.event(kopf.Body(cast(kopf.RawBody, cap.reference())), type=event_type, reason=reason, message=message)
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, cap.reference())), type=event_type, reason=reason, message=message
+        )
     except (LookupError, RuntimeError) as exc:  # outside a running operator (unit use)
         logger.debug("event %s not posted: %s", reason, exc)
 
@@ -297,7 +310,9 @@ async def _secret_keys(rt: Runtime, namespace: str, name: str) -> frozenset[str]
     if cached is not None and cached[0] > rt.clock():
         return cast(frozenset[str] | None, cached[1])
     secret = await rt.kube.get("v1", "Secret", name, namespace)
-    keys = None if secret is None else frozenset((secret.get("data") or {}) | (secret.get("stringData") or {}))
+    keys = (
+        None if secret is None else frozenset((secret.get("data") or {}) | (secret.get("stringData") or {}))
+    )
     rt.reference_cache[cache_key] = (rt.clock() + rt.tuning.reference_ttl, keys)
     return keys
 
@@ -312,7 +327,9 @@ async def _storage_class_exists(rt: Runtime, name: str) -> bool:
     return exists
 
 
-async def _preflight(rt: Runtime, cap: CapabilityRecord, spec: LivepeerCapabilitySpec) -> tuple[tuple[str, ...], str | None]:
+async def _preflight(
+    rt: Runtime, cap: CapabilityRecord, spec: LivepeerCapabilitySpec
+) -> tuple[tuple[str, ...], str | None]:
     """Secrets and the StorageClass are read, not watched: missing ones stop the reconcile."""
     missing: list[str] = []
     for field_path, ref in secret_refs(spec):
@@ -376,7 +393,9 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
     plan = plan_prefetch_retry(job_name, prefetch, record, rt.clock(), rt.tuning)
     if plan.action in ("record", "clear"):
         value = json.dumps(plan.record, separators=(",", ":"), sort_keys=True) if plan.record else None
-        await rt.kube.patch_merge(API_VERSION, KIND, name, namespace, {"metadata": {"annotations": {RETRY_ANNOTATION: value}}})
+        await rt.kube.patch_merge(
+            API_VERSION, KIND, name, namespace, {"metadata": {"annotations": {RETRY_ANNOTATION: value}}}
+        )
         record = plan.record
     if plan.action == "delete":
         await rt.kube.delete("batch/v1", "Job", job_name, namespace)
@@ -385,10 +404,14 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
 
     progress = None
     if prefetch.running_pod_ip:
-        progress = await fetch_progress(prefetch.running_pod_ip, rt.settings.progress_port, rt.tuning.progress_timeout)
+        progress = await fetch_progress(
+            prefetch.running_pod_ip, rt.settings.progress_port, rt.tuning.progress_timeout
+        )
     if prefetch.state == "running":
         requeue.append(rt.tuning.progress_interval)
-        metrics.set_prefetch(namespace, name, (progress or {}).get("bytesDone"), (progress or {}).get("bytesTotal"))
+        metrics.set_prefetch(
+            namespace, name, (progress or {}).get("bytesDone"), (progress or {}).get("bytesTotal")
+        )
     else:
         metrics.forget_prefetch(namespace, name)
 
@@ -421,7 +444,9 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
 
     deployment_record = idx.child("Deployment", namespace, worker)
     deployment = observe_deployment(deployment_record.body() if deployment_record is not None else None)
-    unschedulable, ready_ips = observe_workers(idx.pods_of(("capability", namespace, naming.label_value(name))))
+    unschedulable, ready_ips = observe_workers(
+        idx.pods_of(("capability", namespace, naming.label_value(name)))
+    )
     endpoint = naming.endpoint(name, namespace, spec.serving.port, rt.settings.cluster_domain)
     available = deployment is not None and deployment.available > 0
     view = CapabilityView(

@@ -50,6 +50,7 @@ REVISION = r"^([0-9a-f]{40}|[A-Za-z0-9._][A-Za-z0-9._/-]{0,254})$"
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
+
 def _quantity_text(value: Any) -> Any:
     # The CRD types quantities int-or-string (as Kubernetes does): `size: 20` means "20".
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -72,9 +73,7 @@ def _cel(rule: str, message: str) -> dict[str, Any]:
 class _Model(BaseModel):
     """camelCase on the wire, snake_case in Python; unknown fields are errors."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class SecretKeyRef(_Model):
@@ -122,12 +121,8 @@ class ModelSource(_Model):
         pattern=REVISION,
         description="Commit SHA (40 hex) or a branch/tag; a branch is resolved and pinned.",
     )
-    allow_patterns: list[Annotated[str, Field(max_length=256)]] = Field(
-        default_factory=list, max_length=64
-    )
-    ignore_patterns: list[Annotated[str, Field(max_length=256)]] = Field(
-        default_factory=list, max_length=64
-    )
+    allow_patterns: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=64)
+    ignore_patterns: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=64)
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hub token for gated or private repos."
     )
@@ -155,9 +150,7 @@ class CacheSpec(_Model):
 
     size: Quantity = Field(default="20Gi", description="Requested size of the weights PVC.")
     storage_class_name: str | None = Field(default=None, max_length=253)
-    access_modes: list[AccessMode] = Field(
-        default_factory=_default_access_modes, min_length=1, max_length=4
-    )
+    access_modes: list[AccessMode] = Field(default_factory=_default_access_modes, min_length=1, max_length=4)
     existing_claim: str | None = Field(
         default=None, max_length=253, description="Use this PVC instead of creating one."
     )
@@ -168,9 +161,7 @@ class CacheSpec(_Model):
 
 class TensorSpec(_Model):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-    data_type: Literal["TYPE_FP32", "TYPE_FP16", "TYPE_UINT8", "TYPE_INT32", "TYPE_INT64"] = (
-        "TYPE_FP32"
-    )
+    data_type: Literal["TYPE_FP32", "TYPE_FP16", "TYPE_UINT8", "TYPE_INT32", "TYPE_INT64"] = "TYPE_FP32"
     dims: list[Annotated[int, Field(ge=-1)]] = Field(min_length=1, max_length=8)
 
 
@@ -211,9 +202,7 @@ class TritonSpec(_Model):
 
 
 class ServingSpec(_Model):
-    image: str = Field(
-        default="ghcr.io/livepeer-byoc/worker:0.1.0", min_length=1, max_length=512
-    )
+    image: str = Field(default="ghcr.io/livepeer-byoc/worker:0.1.0", min_length=1, max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     port: int = Field(default=8000, ge=1024, le=65535, description="Adapter port (runners use 8000).")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
@@ -303,9 +292,7 @@ class ResourceList(_Model):
 
 
 class Resources(_Model):
-    requests: ResourceList = Field(
-        default_factory=lambda: ResourceList(cpu="1", memory="4Gi")
-    )
+    requests: ResourceList = Field(default_factory=lambda: ResourceList(cpu="1", memory="4Gi"))
     limits: ResourceList = Field(default_factory=lambda: ResourceList(memory="16Gi"))
 
 

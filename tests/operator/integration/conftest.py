@@ -34,7 +34,11 @@ def byoc_spec(orch_url: str, **changes: Any) -> dict[str, Any]:
         "gpu": {"count": 1},
         "replicas": 1,
         "capacityPerReplica": 2,
-        "orchestrator": {"name": "orch-main", "url": orch_url, "secretRef": {"name": "orch", "key": "secret"}},
+        "orchestrator": {
+            "name": "orch-main",
+            "url": orch_url,
+            "secretRef": {"name": "orch", "key": "secret"},
+        },
     }
     spec.update(changes)
     return spec

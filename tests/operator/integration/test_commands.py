@@ -35,19 +35,35 @@ def free_port() -> int:
 async def test_run_serves_metrics_and_liveness_and_reconciles(cluster: Cluster, orch) -> None:
     metrics_port, health_port = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
-        *LPBYOC, "run", "--server", cluster.url, "--api-double", "--namespace", "default",
-        "--metrics-port", str(metrics_port), "--health-port", str(health_port), "--resync-interval", "1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO,
+        *LPBYOC,
+        "run",
+        "--server",
+        cluster.url,
+        "--api-double",
+        "--namespace",
+        "default",
+        "--metrics-port",
+        str(metrics_port),
+        "--health-port",
+        str(health_port),
+        "--resync-interval",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=REPO,
     )
     try:
         spec = byoc_spec(orch.url)
         await wait_for(lambda: _watching(cluster), within=20, what="the operator's watches")
         await cluster.create_capability("restyle", spec)
         claim = naming.cache_claim_name(parse_spec(spec))
-        await wait_for(lambda: cluster.get("v1", "PersistentVolumeClaim", claim), within=10, what="the cache PVC")
+        await wait_for(
+            lambda: cluster.get("v1", "PersistentVolumeClaim", claim), within=10, what="the cache PVC"
+        )
         await cluster.wait_phase("restyle", "Downloading")
 
         async with httpx.AsyncClient() as client:
+
             async def scraped() -> str | None:
                 text = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
                 return text if 'lpbyoc_capabilities{phase="Downloading"} 1.0' in text else None
@@ -73,22 +89,43 @@ async def _watching(cluster: Cluster) -> bool:
 async def test_demo_reaches_ready_by_itself() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(
-        *LPBYOC, "demo", "--timeout", "30",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO, env=env,
+        *LPBYOC,
+        "demo",
+        "--timeout",
+        "30",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
     text = output.decode()
     assert process.returncode == 0, text[-3000:]
-    for line in ("operator created PersistentVolumeClaim/", "operator created Job/", "operator created Deployment/",
-                 "phase Downloading", "phase Deploying", "phase Ready", "registered with the orchestrator as ['image-restyle']"):
+    for line in (
+        "operator created PersistentVolumeClaim/",
+        "operator created Job/",
+        "operator created Deployment/",
+        "phase Downloading",
+        "phase Deploying",
+        "phase Ready",
+        "registered with the orchestrator as ['image-restyle']",
+    ):
         assert line in text, f"{line!r} missing from:\n{text}"
 
 
 async def test_run_without_a_cluster_says_so(tmp_path: Path) -> None:
     env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "missing")}
     process = await asyncio.create_subprocess_exec(
-        *LPBYOC, "run", "--metrics-port", "0", "--health-port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO, env=env,
+        *LPBYOC,
+        "run",
+        "--metrics-port",
+        "0",
+        "--health-port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 2

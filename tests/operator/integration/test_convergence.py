@@ -33,8 +33,12 @@ async def bring_to_ready(cluster: Cluster, name: str, spec: dict) -> None:
 
 
 async def counts(cluster: Cluster) -> dict[str, int]:
-    kinds = {"pvc": ("v1", "PersistentVolumeClaim"), "job": ("batch/v1", "Job"),
-             "deployment": ("apps/v1", "Deployment"), "service": ("v1", "Service")}
+    kinds = {
+        "pvc": ("v1", "PersistentVolumeClaim"),
+        "job": ("batch/v1", "Job"),
+        "deployment": ("apps/v1", "Deployment"),
+        "service": ("v1", "Service"),
+    }
     return {key: len(await cluster.list(*kind)) for key, kind in kinds.items()}
 
 
@@ -61,12 +65,18 @@ async def test_spec_change_updates_children_without_duplicates(cluster: Cluster,
     await bring_to_ready(cluster, "restyle", spec)
     worker = naming.worker_name("restyle")
 
-    await cluster.patch_capability_spec("restyle", {"replicas": 3, "serving": {"image": "registry.local/worker:2"}})
+    await cluster.patch_capability_spec(
+        "restyle", {"replicas": 3, "serving": {"image": "registry.local/worker:2"}}
+    )
 
     async def updated() -> dict | None:
         dep = await cluster.get("apps/v1", "Deployment", worker)
         containers = (dep or {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-        ok = dep and dep["spec"]["replicas"] == 3 and all(c["image"] == "registry.local/worker:2" for c in containers)
+        ok = (
+            dep
+            and dep["spec"]["replicas"] == 3
+            and all(c["image"] == "registry.local/worker:2" for c in containers)
+        )
         return dep if ok else None
 
     await wait_for(updated, what="the Deployment with 3 replicas and the new image")
@@ -92,12 +102,16 @@ async def test_restart_mid_way_converges_without_duplicates(cluster: Cluster, op
     await run.start()
 
     worker = naming.worker_name("restyle")
-    await wait_for(lambda: cluster.get("apps/v1", "Deployment", worker), what="the Deployment after the restart")
+    await wait_for(
+        lambda: cluster.get("apps/v1", "Deployment", worker), what="the Deployment after the restart"
+    )
     await cluster.add_worker_pod("restyle")
     await cluster.make_deployment_available(worker)
     await cluster.wait_phase("restyle", "Ready")
     assert await counts(cluster) == {"pvc": 1, "job": 1, "deployment": 1, "service": 1}
-    creates = [w for w in cluster.write_log() if w.startswith("POST")][-(cluster.requests_by_method()["POST"] - creates_before):]
+    creates = [w for w in cluster.write_log() if w.startswith("POST")][
+        -(cluster.requests_by_method()["POST"] - creates_before) :
+    ]
     created_kinds = sorted(w.rsplit("/", 1)[-1] for w in creates if not w.endswith("/events"))
     # The restarted operator created only what did not exist yet (and the worker pod the test added);
     # a create of an existing child would show here even though the API refused it.
@@ -117,12 +131,14 @@ async def test_delete_byoc_unregisters_then_children_go(cluster: Cluster, operat
     await wait_for(lambda: _gone(cluster, "restyle"), what="the capability to be gone")
     assert "restyle" in orch.unregistered
     removed = await cluster.collect_garbage()
-    assert sorted(removed) == sorted([
-        f"PersistentVolumeClaim/{naming.cache_claim_name(parse_spec(spec))}",
-        f"Job/{naming.prefetch_job_name(parse_spec(spec))}",
-        f"Deployment/{naming.worker_name('restyle')}",
-        f"Service/{naming.worker_name('restyle')}",
-    ])
+    assert sorted(removed) == sorted(
+        [
+            f"PersistentVolumeClaim/{naming.cache_claim_name(parse_spec(spec))}",
+            f"Job/{naming.prefetch_job_name(parse_spec(spec))}",
+            f"Deployment/{naming.worker_name('restyle')}",
+            f"Service/{naming.worker_name('restyle')}",
+        ]
+    )
 
 
 async def test_retained_cache_has_no_owner_and_survives_delete(cluster: Cluster, operator, orch) -> None:

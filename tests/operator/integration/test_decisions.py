@@ -22,7 +22,10 @@ from lpbyoc.spec import parse_spec
 
 TUNING = RuntimeTuning(retry_base=10, retry_cap=60)
 SHA = "a" * 40
-DESIRED = {"metadata": {"name": "x", "labels": {"a": "1"}}, "spec": {"replicas": 2, "containers": [{"name": "c", "image": "i"}]}}
+DESIRED = {
+    "metadata": {"name": "x", "labels": {"a": "1"}},
+    "spec": {"replicas": 2, "containers": [{"name": "c", "image": "i"}]},
+}
 
 
 @pytest.mark.parametrize(
@@ -31,15 +34,49 @@ DESIRED = {"metadata": {"name": "x", "labels": {"a": "1"}}, "spec": {"replicas":
         (None, True),
         (DESIRED, False),
         # The server adds defaults and status: still no update.
-        ({"metadata": {"name": "x", "uid": "u", "labels": {"a": "1", "b": "2"}},
-          "spec": {"replicas": 2, "containers": [{"name": "c", "image": "i", "imagePullPolicy": "IfNotPresent"}]},
-          "status": {"readyReplicas": 2}}, False),
-        ({"metadata": {"name": "x", "labels": {"a": "1"}}, "spec": {"replicas": 3, "containers": [{"name": "c", "image": "i"}]}}, True),
-        ({"metadata": {"name": "x", "labels": {}}, "spec": {"replicas": 2, "containers": [{"name": "c", "image": "i"}]}}, True),
+        (
+            {
+                "metadata": {"name": "x", "uid": "u", "labels": {"a": "1", "b": "2"}},
+                "spec": {
+                    "replicas": 2,
+                    "containers": [{"name": "c", "image": "i", "imagePullPolicy": "IfNotPresent"}],
+                },
+                "status": {"readyReplicas": 2},
+            },
+            False,
+        ),
+        (
+            {
+                "metadata": {"name": "x", "labels": {"a": "1"}},
+                "spec": {"replicas": 3, "containers": [{"name": "c", "image": "i"}]},
+            },
+            True,
+        ),
+        (
+            {
+                "metadata": {"name": "x", "labels": {}},
+                "spec": {"replicas": 2, "containers": [{"name": "c", "image": "i"}]},
+            },
+            True,
+        ),
         ({"metadata": {"name": "x", "labels": {"a": "1"}}, "spec": {"replicas": 2, "containers": []}}, True),
-        ({"metadata": {"name": "x", "labels": {"a": "1"}}, "spec": {"replicas": 2, "containers": [{"name": "c", "image": "j"}]}}, True),
+        (
+            {
+                "metadata": {"name": "x", "labels": {"a": "1"}},
+                "spec": {"replicas": 2, "containers": [{"name": "c", "image": "j"}]},
+            },
+            True,
+        ),
     ],
-    ids=["unobserved", "same", "server-defaults", "scalar-changed", "label-missing", "list-shorter", "list-item-changed"],
+    ids=[
+        "unobserved",
+        "same",
+        "server-defaults",
+        "scalar-changed",
+        "label-missing",
+        "list-shorter",
+        "list-item-changed",
+    ],
 )
 def test_needs_update(observed: dict | None, expected: bool) -> None:
     assert needs_update(DESIRED, observed) is expected
@@ -65,7 +102,9 @@ def test_recorded_failure_waits_then_deletes_the_job() -> None:
     record = {"job": "job-1", "attempt": 1, "retryAt": 110.0}
     waiting = plan_prefetch_retry("job-1", prefetch("failed"), record, now=104.0, tuning=TUNING)
     assert (waiting.action, waiting.wait) == ("wait", 6.0)
-    assert plan_prefetch_retry("job-1", prefetch("failed"), record, now=110.0, tuning=TUNING).action == "delete"
+    assert (
+        plan_prefetch_retry("job-1", prefetch("failed"), record, now=110.0, tuning=TUNING).action == "delete"
+    )
     # The next Job is attempt 2; its failure is a new record with a doubled delay.
     assert next_attempt("job-1", record) == 2
     again = plan_prefetch_retry("job-1", prefetch("failed", attempt=2), record, now=200.0, tuning=TUNING)
@@ -92,16 +131,23 @@ def test_records_are_cleared_when_no_longer_relevant(state: str, record: dict | 
 
 
 def terminated_pod(name: str, result: dict, phase: str = "Failed") -> PodRecord:
-    return pod_record({
-        "metadata": {"name": name, "namespace": "ns", "labels": {"job-name": "job-1"}},
-        "status": {"phase": phase, "containerStatuses": [{"state": {"terminated": {"message": json.dumps(result)}}}]},
-    })
+    return pod_record(
+        {
+            "metadata": {"name": name, "namespace": "ns", "labels": {"job-name": "job-1"}},
+            "status": {
+                "phase": phase,
+                "containerStatuses": [{"state": {"terminated": {"message": json.dumps(result)}}}],
+            },
+        }
+    )
 
 
 def test_failed_job_reports_the_last_failed_pods_result() -> None:
     job = {"status": {"conditions": [{"type": "Failed", "status": "True"}]}}
-    pods = [terminated_pod("p-a", {"result": "Failed", "reason": "NetworkError"}),
-            terminated_pod("p-b", {"result": "Failed", "reason": "Unauthorized"})]
+    pods = [
+        terminated_pod("p-a", {"result": "Failed", "reason": "NetworkError"}),
+        terminated_pod("p-b", {"result": "Failed", "reason": "Unauthorized"}),
+    ]
     observed = observe_prefetch(job, pods)
     assert observed.state == "failed"
     assert observed.result == {"result": "Failed", "reason": "Unauthorized"}
@@ -109,15 +155,19 @@ def test_failed_job_reports_the_last_failed_pods_result() -> None:
 
 
 def test_running_job_polls_its_running_pod() -> None:
-    pod = pod_record({"metadata": {"name": "p", "namespace": "ns", "labels": {"batch.kubernetes.io/job-name": "j"}},
-                      "status": {"phase": "Running", "podIP": "10.1.2.3"}})
+    pod = pod_record(
+        {
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"batch.kubernetes.io/job-name": "j"}},
+            "status": {"phase": "Running", "podIP": "10.1.2.3"},
+        }
+    )
     assert pod.job_name == "j"
     observed = observe_prefetch({"status": {"active": 1}}, [pod])
     assert (observed.state, observed.running_pod_ip, observed.attempt) == ("running", "10.1.2.3", 1)
 
 
 def test_termination_message_takes_the_last_json_line() -> None:
-    message = 'some log line\n' + json.dumps({"result": "Succeeded", "sha": SHA}) + '\n'
+    message = "some log line\n" + json.dumps({"result": "Succeeded", "sha": SHA}) + "\n"
     assert parse_result(message) == {"result": "Succeeded", "sha": SHA}
     assert parse_result("not json") is None
     assert parse_result('{"no": "result key"}') is None
@@ -125,23 +175,36 @@ def test_termination_message_takes_the_last_json_line() -> None:
 
 def test_unschedulable_pod_keeps_scheduler_message() -> None:
     message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
-    pod = pod_record({"metadata": {"name": "w", "namespace": "ns", "labels": {"livepeer.org/capability": "cap"}},
-                      "status": {"phase": "Pending", "conditions": [
-                          {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}})
+    pod = pod_record(
+        {
+            "metadata": {"name": "w", "namespace": "ns", "labels": {"livepeer.org/capability": "cap"}},
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+                ],
+            },
+        }
+    )
     assert pod.unschedulable == SchedulingProblem("Unschedulable", message)
     assert pod.capability == "cap" and not pod.ready
 
 
 def base_spec(**changes) -> dict:
-    spec = {"capability": {"name": "c"}, "model": {"repo": "o/m"},
-            "orchestrator": {"name": "o", "url": "http://o", "secretRef": {"name": "orch", "key": "s"}}}
+    spec = {
+        "capability": {"name": "c"},
+        "model": {"repo": "o/m"},
+        "orchestrator": {"name": "o", "url": "http://o", "secretRef": {"name": "orch", "key": "s"}},
+    }
     spec.update(changes)
     return spec
 
 
 def test_resolved_revision_sources() -> None:
     spec = parse_spec(base_spec())
-    with_sha = observe_prefetch({"status": {"succeeded": 1}}, [terminated_pod("p", {"result": "Succeeded", "sha": SHA}, "Succeeded")])
+    with_sha = observe_prefetch(
+        {"status": {"succeeded": 1}}, [terminated_pod("p", {"result": "Succeeded", "sha": SHA}, "Succeeded")]
+    )
     assert resolved_revision(spec, with_sha, {}) == SHA
     no_pod = observe_prefetch({"status": {"succeeded": 1}}, [])
     assert resolved_revision(spec, no_pod, {"resolvedRevision": "b" * 40}) == "b" * 40
@@ -151,14 +214,24 @@ def test_resolved_revision_sources() -> None:
 
 
 def test_secret_refs_name_every_secret_the_children_use() -> None:
-    spec = parse_spec(base_spec(model={"repo": "o/m", "tokenSecretRef": {"name": "hf", "key": "t"}},
-                                serving={"tokenSecretRef": {"name": "w", "key": "t"}}))
+    spec = parse_spec(
+        base_spec(
+            model={"repo": "o/m", "tokenSecretRef": {"name": "hf", "key": "t"}},
+            serving={"tokenSecretRef": {"name": "w", "key": "t"}},
+        )
+    )
     assert [(f, r.name) for f, r in secret_refs(spec)] == [
-        ("spec.model.tokenSecretRef", "hf"), ("spec.serving.tokenSecretRef", "w"), ("spec.orchestrator.secretRef", "orch")]
+        ("spec.model.tokenSecretRef", "hf"),
+        ("spec.serving.tokenSecretRef", "w"),
+        ("spec.orchestrator.secretRef", "orch"),
+    ]
 
 
 def status(phase: str, ready: str, reason: str = "Ready") -> dict:
-    return {"phase": phase, "conditions": [{"type": "Ready", "status": ready, "reason": reason, "message": "m"}]}
+    return {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": ready, "reason": reason, "message": "m"}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -166,8 +239,16 @@ def status(phase: str, ready: str, reason: str = "Ready") -> dict:
     [
         (status("Deploying", "False", "Progressing"), status("Ready", "True"), [("Normal", "Ready", "m")]),
         (status("Ready", "True"), status("Ready", "True"), []),
-        (status("Ready", "True"), status("Deploying", "False", "WaitingForGPU"), [("Warning", "WaitingForGPU", "m")]),
-        (status("Downloading", "False", "Downloading"), status("Failed", "False", "Unauthorized"), [("Warning", "Unauthorized", "m")]),
+        (
+            status("Ready", "True"),
+            status("Deploying", "False", "WaitingForGPU"),
+            [("Warning", "WaitingForGPU", "m")],
+        ),
+        (
+            status("Downloading", "False", "Downloading"),
+            status("Failed", "False", "Unauthorized"),
+            [("Warning", "Unauthorized", "m")],
+        ),
         (status("Failed", "False", "Unauthorized"), status("Failed", "False", "Unauthorized"), []),
         ({}, status("Pending", "False", "PrefetchPending"), []),
     ],

@@ -38,7 +38,14 @@ async def test_create_makes_cache_claim_and_prefetch_job(cluster: Cluster, opera
     pod_spec = job["spec"]["template"]["spec"]
     assert pod_spec["automountServiceAccountToken"] is False
     command = pod_spec["containers"][0]["command"]
-    assert command[:6] == ["lpbyoc-worker", "prefetch", "--repo", "livepeer-byoc/restyle", "--revision", "main"]
+    assert command[:6] == [
+        "lpbyoc-worker",
+        "prefetch",
+        "--repo",
+        "livepeer-byoc/restyle",
+        "--revision",
+        "main",
+    ]
     assert pod_spec["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim
     # No Deployment before the weights are cached.
     assert await cluster.get("apps/v1", "Deployment", naming.worker_name("restyle")) is None
@@ -53,9 +60,13 @@ async def test_job_done_and_deployment_available_reach_ready(cluster: Cluster, o
     job_name = naming.prefetch_job_name(parse_spec(spec))
     await wait_for(lambda: cluster.get("batch/v1", "Job", job_name), what="the prefetch Job")
 
-    await cluster.finish_job(job_name, {"result": "Succeeded", "reason": "Succeeded", "sha": SHA, "bytes": 10, "files": 1})
+    await cluster.finish_job(
+        job_name, {"result": "Succeeded", "reason": "Succeeded", "sha": SHA, "bytes": 10, "files": 1}
+    )
     worker = naming.worker_name("restyle")
-    deployment = await wait_for(lambda: cluster.get("apps/v1", "Deployment", worker), what="the worker Deployment")
+    deployment = await wait_for(
+        lambda: cluster.get("apps/v1", "Deployment", worker), what="the worker Deployment"
+    )
     init = deployment["spec"]["template"]["spec"]["initContainers"][0]
     assert naming.weights_dir("livepeer-byoc/restyle", SHA) in init["command"]
     # The status is written after the children in the same reconcile: wait for it, don't race it.
@@ -72,7 +83,9 @@ async def test_job_done_and_deployment_available_reach_ready(cluster: Cluster, o
     assert orch.capabilities["restyle"].body["capacity"] == 2
 
 
-async def test_failed_prefetch_reports_reason_then_retries_with_a_new_job(cluster: Cluster, operator, orch) -> None:
+async def test_failed_prefetch_reports_reason_then_retries_with_a_new_job(
+    cluster: Cluster, operator, orch
+) -> None:
     """The Job is deleted and recreated by the operator after a backoff (0.5 s in these tests)."""
     await operator()
     spec = byoc_spec(orch.url)
@@ -86,7 +99,9 @@ async def test_failed_prefetch_reports_reason_then_retries_with_a_new_job(cluste
     assert cond["message"] == "401 from the Hub: token rejected"
     status = await cluster.status("restyle")
     assert status["phase"] == "Failed"
-    retry = json.loads((await cluster.capability("restyle"))["metadata"]["annotations"]["livepeer.org/prefetch-retry"])
+    retry = json.loads(
+        (await cluster.capability("restyle"))["metadata"]["annotations"]["livepeer.org/prefetch-retry"]
+    )
     assert retry["job"] == job_name and retry["attempt"] == 1
 
     async def second_attempt() -> dict | None:
@@ -106,7 +121,9 @@ async def test_unschedulable_worker_pod_is_waiting_for_gpu(cluster: Cluster, ope
     job_name = naming.prefetch_job_name(parse_spec(spec))
     await wait_for(lambda: cluster.get("batch/v1", "Job", job_name), what="the prefetch Job")
     await cluster.finish_job(job_name, {"result": "Succeeded", "reason": "Succeeded", "sha": SHA})
-    await wait_for(lambda: cluster.get("apps/v1", "Deployment", naming.worker_name("restyle")), what="the Deployment")
+    await wait_for(
+        lambda: cluster.get("apps/v1", "Deployment", naming.worker_name("restyle")), what="the Deployment"
+    )
 
     message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
     await cluster.add_worker_pod("restyle", unschedulable_message=message)
@@ -116,9 +133,13 @@ async def test_unschedulable_worker_pod_is_waiting_for_gpu(cluster: Cluster, ope
     assert ready["status"] == "False" and ready["reason"] == "WaitingForGPU"
 
 
-async def test_missing_storage_class_and_secret_have_specific_reasons(cluster: Cluster, operator, orch) -> None:
+async def test_missing_storage_class_and_secret_have_specific_reasons(
+    cluster: Cluster, operator, orch
+) -> None:
     await operator()
-    await cluster.create_capability("fast-cache", byoc_spec(orch.url, cache={"size": "5Gi", "storageClassName": "fast"}))
+    await cluster.create_capability(
+        "fast-cache", byoc_spec(orch.url, cache={"size": "5Gi", "storageClassName": "fast"})
+    )
     cond = await cluster.wait_condition("fast-cache", "SpecValid", "StorageClassNotFound")
     assert "'fast'" in cond["message"]
     assert (await cluster.status("fast-cache"))["phase"] == "Failed"
@@ -158,7 +179,9 @@ async def test_two_capabilities_of_one_model_share_claim_and_job(cluster: Cluste
     assert len(await cluster.list("v1", "Service")) == 2
 
 
-async def test_other_revisions_of_one_model_share_the_claim_not_the_job(cluster: Cluster, operator, orch) -> None:
+async def test_other_revisions_of_one_model_share_the_claim_not_the_job(
+    cluster: Cluster, operator, orch
+) -> None:
     """One claim per (repo, storage class) sized for its largest user; one Job per snapshot, owned only by its users."""
     await operator()
     spec_main = byoc_spec(orch.url)
@@ -172,7 +195,10 @@ async def test_other_revisions_of_one_model_share_the_claim_not_the_job(cluster:
     pinned = await cluster.create_capability("restyle-pinned", spec_pinned)
     claim = naming.cache_claim_name(parse_spec(spec_main))
     assert naming.cache_claim_name(parse_spec(spec_pinned)) == claim
-    jobs = {naming.prefetch_job_name(parse_spec(s)): c["metadata"]["uid"] for s, c in ((spec_main, main), (spec_pinned, pinned))}
+    jobs = {
+        naming.prefetch_job_name(parse_spec(s)): c["metadata"]["uid"]
+        for s, c in ((spec_main, main), (spec_pinned, pinned))
+    }
     assert len(jobs) == 2
 
     async def converged() -> bool:
@@ -191,7 +217,9 @@ async def test_other_revisions_of_one_model_share_the_claim_not_the_job(cluster:
     assert len(await cluster.list("v1", "PersistentVolumeClaim")) == 1
 
 
-async def test_cross_field_rules_are_enforced_without_the_api_server(cluster: Cluster, operator, orch) -> None:
+async def test_cross_field_rules_are_enforced_without_the_api_server(
+    cluster: Cluster, operator, orch
+) -> None:
     """The API double runs no CEL: the operator applies the CRD's rules itself and creates nothing."""
     await operator()
     spec = byoc_spec(orch.url, capability={"name": "no-pipeline", "integration": "aiModels"})

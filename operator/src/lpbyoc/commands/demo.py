@@ -39,7 +39,12 @@ NAMESPACE = "default"
 DEMO_SHA = "5d1c0ffee5d1c0ffee5d1c0ffee5d1c0ffee5d1c"
 DEMO_BYTES = 48 * 1024 * 1024
 ORCH_SECRET = "demo-orch-secret"
-CHILD_KINDS = (("v1", "PersistentVolumeClaim"), ("batch/v1", "Job"), ("v1", "Service"), ("apps/v1", "Deployment"))
+CHILD_KINDS = (
+    ("v1", "PersistentVolumeClaim"),
+    ("batch/v1", "Job"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+)
 
 
 def utc_now() -> str:
@@ -215,15 +220,38 @@ class Kubelet:
             self.done.add("prefetch-running")
             say(f"kubelet: prefetch pod {self.job_name}-run is running and serves /progress")
         progress = self.peers.progress()
-        if "prefetch-running" in self.done and progress["state"] == "done" and "prefetch-done" not in self.done:
-            result = {"result": "Succeeded", "reason": "Succeeded", "sha": DEMO_SHA, "bytes": DEMO_BYTES, "files": 3}
+        if (
+            "prefetch-running" in self.done
+            and progress["state"] == "done"
+            and "prefetch-done" not in self.done
+        ):
+            result = {
+                "result": "Succeeded",
+                "reason": "Succeeded",
+                "sha": DEMO_SHA,
+                "bytes": DEMO_BYTES,
+                "files": 3,
+            }
             terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(result)}
-            status = {"phase": "Succeeded", "containerStatuses": [
-                {"name": "prefetch", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
-                 "state": {"terminated": terminated}}]}
+            status = {
+                "phase": "Succeeded",
+                "containerStatuses": [
+                    {
+                        "name": "prefetch",
+                        "image": "x",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            }
             await self.kube.patch_merge("v1", "Pod", f"{self.job_name}-run", NAMESPACE, {"status": status})
             await self.kube.patch_status(
-                "batch/v1", "Job", self.job_name, NAMESPACE,
+                "batch/v1",
+                "Job",
+                self.job_name,
+                NAMESPACE,
                 {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
             )
             self.done.add("prefetch-done")
@@ -232,12 +260,26 @@ class Kubelet:
         if deployment is not None and "worker-ready" not in self.done:
             replicas = int(deployment["spec"].get("replicas") or 1)
             for i in range(replicas):
-                ready = {"phase": "Running", "podIP": f"10.0.0.{10 + i}",
-                         "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}
+                ready = {
+                    "phase": "Running",
+                    "podIP": f"10.0.0.{10 + i}",
+                    "conditions": [
+                        {"type": "PodScheduled", "status": "True"},
+                        {"type": "Ready", "status": "True"},
+                    ],
+                }
                 await self._pod(f"{self.worker}-{i}", naming.capability_labels(self.name, "worker"), ready)
             await self.kube.patch_status(
-                "apps/v1", "Deployment", self.worker, NAMESPACE,
-                {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas, "updatedReplicas": replicas},
+                "apps/v1",
+                "Deployment",
+                self.worker,
+                NAMESPACE,
+                {
+                    "replicas": replicas,
+                    "readyReplicas": replicas,
+                    "availableReplicas": replicas,
+                    "updatedReplicas": replicas,
+                },
             )
             self.done.add("worker-ready")
             say(f"Deployment controller: {self.worker} has {replicas}/{replicas} replicas available")
@@ -247,22 +289,38 @@ def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-async def drive(api_url: str, peers: DemoPeers, peers_url: str, peers_port: int, example: Path, deadline_s: float) -> int:
+async def drive(
+    api_url: str, peers: DemoPeers, peers_url: str, peers_port: int, example: Path, deadline_s: float
+) -> int:
     settings = OperatorSettings(patch_strategy="merge", progress_port=peers_port)
     operator_kube = Kube.connect(server=api_url, patch_strategy="merge")
-    runtime = Runtime(kube=operator_kube, settings=settings, tuning=RuntimeTuning(resync_interval=5, progress_interval=0.5))
+    runtime = Runtime(
+        kube=operator_kube, settings=settings, tuning=RuntimeTuning(resync_interval=5, progress_interval=0.5)
+    )
     memo = kopf.Memo(runtime=runtime, server=api_url, api_double=True)
     stop = asyncio.Event()
     import lpbyoc.handlers  # noqa: F401  (registers the handlers with kopf)
 
-    operator = asyncio.create_task(kopf.operator(namespaces=[NAMESPACE], standalone=True, memo=memo, stop_flag=stop))
+    operator = asyncio.create_task(
+        kopf.operator(namespaces=[NAMESPACE], standalone=True, memo=memo, stop_flag=stop)
+    )
     kube = Kube.connect(server=api_url, patch_strategy="merge")
     try:
-        for secret, key, value in (("orch-secret", "secret", ORCH_SECRET), ("worker-token", "token", "demo-token")):
+        for secret, key, value in (
+            ("orch-secret", "secret", ORCH_SECRET),
+            ("worker-token", "token", "demo-token"),
+        ):
             import base64
 
             data = {key: base64.b64encode(value.encode()).decode()}
-            await kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": NAMESPACE}, "data": data})
+            await kube.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": secret, "namespace": NAMESPACE},
+                    "data": data,
+                }
+            )
         body = load_example(example, peers_url)
         name = body["metadata"]["name"]
         await asyncio.sleep(0.5)  # let kopf open its watches before the object appears
@@ -284,16 +342,20 @@ async def drive(api_url: str, peers: DemoPeers, peers_url: str, peers_port: int,
                         seen_children.add(key)
                         say(f"operator created {key}")
             status = ((await kube.get(API_VERSION, KIND, name, NAMESPACE)) or {}).get("status") or {}
-            ready: dict[str, Any] = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
+            ready: dict[str, Any] = next(
+                (c for c in status.get("conditions") or () if c.get("type") == "Ready"), {}
+            )
             current = (str(status.get("phase", "")), str(status.get("progress", "")))
             if current != last and current[0]:
                 detail = f" {current[1]}" if current[1] else ""
                 say(f"phase {current[0]}{detail}: {ready.get('reason', '')} - {ready.get('message', '')}")
                 last = current
             if current[0] == "Ready":
-                say(f"ready: endpoint {status.get('endpoint')}, revision {status.get('resolvedRevision')}, "
+                say(
+                    f"ready: endpoint {status.get('endpoint')}, revision {status.get('resolvedRevision')}, "
                     f"{status.get('readyReplicas')} replicas; registered with the orchestrator as "
-                    f"{sorted(peers.registered)}")
+                    f"{sorted(peers.registered)}"
+                )
                 return 0
             await kubelet.step()
             await asyncio.sleep(0.2)

@@ -28,21 +28,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
-        "--namespace", "-n", action="append", default=None, metavar="NS",
+        "--namespace",
+        "-n",
+        action="append",
+        default=None,
+        metavar="NS",
         help="namespace to watch (repeatable); default: the pod's own namespace, else $POD_NAMESPACE, else 'default'",
     )
-    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch capabilities in every namespace")
-    parser.add_argument("--server", help="API server URL without credentials (an API double or `kubectl proxy`)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="watch capabilities in every namespace"
+    )
+    parser.add_argument(
+        "--server", help="API server URL without credentials (an API double or `kubectl proxy`)"
+    )
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)"
+    )
     parser.add_argument("--settings", type=Path, help="operator settings YAML (keys of OperatorSettings)")
     parser.add_argument(
-        "--api-double", action="store_true",
+        "--api-double",
+        action="store_true",
         help="the server is an API double without server-side apply or namespace listing (merge patches)",
     )
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
-    parser.add_argument("--health-port", type=int, default=8081, help="liveness probe port, path /healthz (0: off)")
-    parser.add_argument("--resync-interval", type=float, default=RuntimeTuning.resync_interval,
-                        help="seconds between resyncs of every capability")
+    parser.add_argument(
+        "--health-port", type=int, default=8081, help="liveness probe port, path /healthz (0: off)"
+    )
+    parser.add_argument(
+        "--resync-interval",
+        type=float,
+        default=RuntimeTuning.resync_interval,
+        help="seconds between resyncs of every capability",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
 
@@ -67,16 +84,24 @@ def watched_namespaces(namespaces: Sequence[str] | None, environ: dict[str, str]
     return [env.get("POD_NAMESPACE") or "default"]
 
 
-async def serve(args: argparse.Namespace, settings: OperatorSettings, stop: asyncio.Event | None = None) -> None:
-    kube = Kube.from_settings(settings, server=args.server, kubeconfig=args.kubeconfig, on_write=metrics.count_write)
-    runtime = Runtime(kube=kube, settings=settings, tuning=RuntimeTuning(resync_interval=args.resync_interval))
+async def serve(
+    args: argparse.Namespace, settings: OperatorSettings, stop: asyncio.Event | None = None
+) -> None:
+    kube = Kube.from_settings(
+        settings, server=args.server, kubeconfig=args.kubeconfig, on_write=metrics.count_write
+    )
+    runtime = Runtime(
+        kube=kube, settings=settings, tuning=RuntimeTuning(resync_interval=args.resync_interval)
+    )
     memo = kopf.Memo(runtime=runtime, server=args.server, api_double=args.api_double)
     import lpbyoc.handlers  # noqa: F401  (registers the handlers with kopf)
 
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     try:
         if args.all_namespaces:
-            await kopf.operator(clusterwide=True, standalone=True, memo=memo, liveness_endpoint=liveness, stop_flag=stop)
+            await kopf.operator(
+                clusterwide=True, standalone=True, memo=memo, liveness_endpoint=liveness, stop_flag=stop
+            )
         else:
             namespaces = watched_namespaces(args.namespace)
             logger.info("watching namespaces: %s", ", ".join(namespaces))
@@ -99,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         config_for(server=args.server, kubeconfig=args.kubeconfig)
     except ConfigError as exc:
-        logger.error("no cluster to talk to (%s): run in a pod, set KUBECONFIG, or pass --server/--kubeconfig", exc)
+        logger.error(
+            "no cluster to talk to (%s): run in a pod, set KUBECONFIG, or pass --server/--kubeconfig", exc
+        )
         return 2
     if args.metrics_port:
         metrics.serve(args.metrics_port)

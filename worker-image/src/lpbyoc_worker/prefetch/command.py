@@ -26,16 +26,28 @@ log = logging.getLogger("lpbyoc_worker.prefetch")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", required=True, help="Hub repo id, 'owner/name' or 'name'")
-    parser.add_argument("--revision", default="main", help="branch, tag or commit sha (pinned to a sha first)")
+    parser.add_argument(
+        "--revision", default="main", help="branch, tag or commit sha (pinned to a sha first)"
+    )
     parser.add_argument("--allow", action="append", default=[], metavar="PATTERN", help="only files matching")
-    parser.add_argument("--ignore", action="append", default=[], metavar="PATTERN", help="skip files matching")
+    parser.add_argument(
+        "--ignore", action="append", default=[], metavar="PATTERN", help="skip files matching"
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("/cache"), help="the weights cache volume")
-    parser.add_argument("--progress-port", type=int, default=9090, help="HTTP /progress and /metrics; 0: any, -1: off")
-    parser.add_argument("--stall-timeout", type=float, default=60.0, help="seconds without bytes before a retry")
+    parser.add_argument(
+        "--progress-port", type=int, default=9090, help="HTTP /progress and /metrics; 0: any, -1: off"
+    )
+    parser.add_argument(
+        "--stall-timeout", type=float, default=60.0, help="seconds without bytes before a retry"
+    )
     parser.add_argument("--max-retries", type=int, default=5, help="retries per file without progress")
-    parser.add_argument("--retry-backoff", type=float, default=2.0, help="first retry delay; doubles, max 60s")
+    parser.add_argument(
+        "--retry-backoff", type=float, default=2.0, help="first retry delay; doubles, max 60s"
+    )
     parser.add_argument("--parallel", type=int, default=4, help="files downloaded at once")
-    parser.add_argument("--verify", action="store_true", help="re-hash an existing snapshot; re-fetch damaged files")
+    parser.add_argument(
+        "--verify", action="store_true", help="re-hash an existing snapshot; re-fetch damaged files"
+    )
     parser.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"))
     parser.add_argument("--log-interval", type=float, default=10.0, help="seconds between progress log lines")
 
@@ -70,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
                 server = stack.enter_context(ProgressServer(progress, args.progress_port))
                 log.info("progress on :%d/progress and /metrics", server.port)
             except OSError as exc:  # the download matters more than its progress report
-                log.warning("cannot serve progress on port %d (%s); downloading without it", args.progress_port, exc)
+                log.warning(
+                    "cannot serve progress on port %d (%s); downloading without it", args.progress_port, exc
+                )
         stack.enter_context(ProgressLogger(progress, args.log_interval))
         result = _run(request, progress)
     emit_result(result, args.termination_log)
@@ -91,8 +105,14 @@ def _run(request: PrefetchRequest, progress: Progress) -> Result:
     reason, message = failure
     message = _scrub(message, request.token)
     log.error("prefetch failed: %s: %s", reason, message)
-    return Result(reason=reason, message=message, sha=progress.sha, bytes=progress.bytes_total,
-                  files=progress.files_total, bytes_downloaded=progress.bytes_downloaded)
+    return Result(
+        reason=reason,
+        message=message,
+        sha=progress.sha,
+        bytes=progress.bytes_total,
+        files=progress.files_total,
+        bytes_downloaded=progress.bytes_downloaded,
+    )
 
 
 def _scrub(text: str, token: str | None) -> str:

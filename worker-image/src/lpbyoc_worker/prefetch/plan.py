@@ -69,9 +69,14 @@ def make_plan(
         sha = info.sha
         if not sha:
             raise PrefetchError(REVISION_NOT_FOUND, f"the Hub returned no commit sha for {repo}@{revision}")
-        entries = [e for e in api.list_repo_tree(repo, revision=sha, recursive=True) if isinstance(e, RepoFile)]
+        entries = [
+            e for e in api.list_repo_tree(repo, revision=sha, recursive=True) if isinstance(e, RepoFile)
+        ]
     selected = filter_repo_objects(
-        entries, allow_patterns=list(allow or []) or None, ignore_patterns=list(ignore or []) or None, key=_path
+        entries,
+        allow_patterns=list(allow or []) or None,
+        ignore_patterns=list(ignore or []) or None,
+        key=_path,
     )
     files = []
     for entry in selected:

@@ -134,13 +134,17 @@ class _ProgressCollector:
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)
         if data["etaSeconds"] is not None:
-            yield GaugeMetricFamily("lpbyoc_prefetch_eta_seconds", "Estimated seconds left", value=data["etaSeconds"])
+            yield GaugeMetricFamily(
+                "lpbyoc_prefetch_eta_seconds", "Estimated seconds left", value=data["etaSeconds"]
+            )
         state = GaugeMetricFamily("lpbyoc_prefetch_state", "1 for the current state", labels=["state"])
         for name in STATES:
             state.add_metric([name], 1.0 if name == data["state"] else 0.0)
         yield state
         yield CounterMetricFamily(
-            "lpbyoc_prefetch_downloaded_bytes", "Bytes received in this run", value=self.progress.bytes_downloaded
+            "lpbyoc_prefetch_downloaded_bytes",
+            "Bytes received in this run",
+            value=self.progress.bytes_downloaded,
         )
         yield CounterMetricFamily("lpbyoc_prefetch_retries", "Transfer retries", value=self.progress.retries)
 
@@ -202,8 +206,13 @@ class ProgressLogger:
             eta = "?" if data["etaSeconds"] is None else f"{data['etaSeconds']:.0f}s"
             log.info(
                 "%.1f%%: %d of %d bytes, %d of %d files, %.1f MB/s, ETA %s",
-                100 * data["bytesDone"] / total, data["bytesDone"], data["bytesTotal"], data["filesDone"],
-                data["filesTotal"], data["rateBytesPerSecond"] / 1e6, eta,
+                100 * data["bytesDone"] / total,
+                data["bytesDone"],
+                data["bytesTotal"],
+                data["filesDone"],
+                data["filesTotal"],
+                data["rateBytesPerSecond"] / 1e6,
+                eta,
             )
 
     def __enter__(self) -> ProgressLogger:

@@ -57,8 +57,14 @@ def prefetch(request: PrefetchRequest, progress: Progress) -> Result:
     """Make `<cache>/models/<repo>/<sha>` complete for the request; raises PrefetchError on failure."""
     api = HfApi(endpoint=request.endpoint, token=request.token or False)
     plan = _plan_with_retries(api, request)
-    log.info("%s@%s is commit %s: %d files, %d bytes", plan.repo, plan.revision, plan.sha, len(plan.files),
-             plan.total_bytes)
+    log.info(
+        "%s@%s is commit %s: %d files, %d bytes",
+        plan.repo,
+        plan.revision,
+        plan.sha,
+        len(plan.files),
+        plan.total_bytes,
+    )
     progress.start(sha=plan.sha, bytes_total=plan.total_bytes, files_total=len(plan.files))
     with snapshot_lock(request.cache_dir, plan.repo, plan.sha):
         return _complete_snapshot(request, plan, progress)
@@ -76,8 +82,15 @@ def _plan_with_retries(api: HfApi, request: PrefetchRequest) -> Plan:
             if exc.reason != NETWORK_ERROR or failures > settings.max_retries:
                 raise
             delay = settings.backoff(failures)
-            log.warning("resolving %s@%s: %s; retry %d/%d in %.1fs", request.repo, request.revision,
-                        exc.message, failures, settings.max_retries, delay)
+            log.warning(
+                "resolving %s@%s: %s; retry %d/%d in %.1fs",
+                request.repo,
+                request.revision,
+                exc.message,
+                failures,
+                settings.max_retries,
+                delay,
+            )
             time.sleep(delay)
 
 
@@ -124,7 +137,9 @@ def _complete_snapshot(request: PrefetchRequest, plan: Plan, progress: Progress)
     )
     _remove_partial(request.cache_dir, partial)
     progress.set_state("done")
-    return _result(plan, f"downloaded {progress.bytes_downloaded} bytes", downloaded=progress.bytes_downloaded)
+    return _result(
+        plan, f"downloaded {progress.bytes_downloaded} bytes", downloaded=progress.bytes_downloaded
+    )
 
 
 @contextlib.contextmanager
@@ -279,8 +294,11 @@ def _fetch_all(
             if failures:
                 abort.set()
                 pool.shutdown(wait=True, cancel_futures=True)
-                failures += [f.exception() for f in futures if f.done() and not f.cancelled() and f not in done
-                             and f.exception() is not None]
+                failures += [
+                    f.exception()
+                    for f in futures
+                    if f.done() and not f.cancelled() and f not in done and f.exception() is not None
+                ]
                 raise _first_real_failure(failures)
     finally:
         transport.close()

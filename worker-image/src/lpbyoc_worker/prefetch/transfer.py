@@ -206,13 +206,19 @@ class FileFetcher:
                             f"{self.settings.max_retries} retries used ({after} of {remote.size} bytes on disk)",
                         ) from None
                     raise PrefetchError(
-                        NETWORK_ERROR, f"{self.repo} file {remote.path}: {retry}, {self.settings.max_retries} retries used"
+                        NETWORK_ERROR,
+                        f"{self.repo} file {remote.path}: {retry}, {self.settings.max_retries} retries used",
                     ) from None
                 delay = self.settings.backoff(failures)
                 self.progress.retried()
                 log.warning(
                     "%s: %s; retry %d/%d in %.1fs from byte %d",
-                    remote.path, retry, failures, self.settings.max_retries, delay, after,
+                    remote.path,
+                    retry,
+                    failures,
+                    self.settings.max_retries,
+                    delay,
+                    after,
                 )
                 if self.abort.wait(delay):
                     raise Aborted() from None
@@ -299,13 +305,16 @@ class FileFetcher:
             response.close()
         return offset
 
-    def _check_origin(self, response: Response, remote: RemoteFile, part: Path, etag: str, offset: int) -> None:
+    def _check_origin(
+        self, response: Response, remote: RemoteFile, part: Path, etag: str, offset: int
+    ) -> None:
         """The Hub's own headers (on its redirect, or on the file) must name the commit and bytes asked for."""
         origin = response.origin_headers
         commit = origin.get("X-Repo-Commit")
         if commit and commit != self.sha:
             raise PrefetchError(
-                NETWORK_ERROR, f"asked for {remote.path} at {self.sha[:12]}, the Hub served commit {commit[:12]}"
+                NETWORK_ERROR,
+                f"asked for {remote.path} at {self.sha[:12]}, the Hub served commit {commit[:12]}",
             )
         served = _normalize_etag(origin.get("X-Linked-Etag") or origin.get("ETag"))
         if offset and etag and served and served != etag:
@@ -340,6 +349,7 @@ class FileFetcher:
         if status in _RETRYABLE_STATUS:
             raise _Retry(f"HTTP {status} for {what}", stalled=False)
         raise PrefetchError(NETWORK_ERROR, f"unexpected HTTP {status} for {what}")
+
 
 def _normalize_etag(value: str | None) -> str | None:
     # ETag: W/"abc" or "abc" -> abc

@@ -77,7 +77,9 @@ class Response:
         if n == 0 and self._response.length:
             # http.client reports a body cut short as a plain end of stream; it is a network failure.
             self.close(reusable=False)
-            raise TransportError(f"connection closed with {self._response.length} bytes missing", stalled=False)
+            raise TransportError(
+                f"connection closed with {self._response.length} bytes missing", stalled=False
+            )
         return n
 
     def close(self, *, reusable: bool = True) -> None:
@@ -125,8 +127,8 @@ class Transport:
     def _request(self, url: str, headers: dict[str, str]) -> Response:
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc)
-        pool: dict[tuple[str, str], tuple[http.client.HTTPConnection, bool]] = self._local.__dict__.setdefault(
-            "pool", {}
+        pool: dict[tuple[str, str], tuple[http.client.HTTPConnection, bool]] = (
+            self._local.__dict__.setdefault("pool", {})
         )
         pooled = pool.pop(key, None)
         for attempt in range(2):
@@ -143,7 +145,9 @@ class Transport:
                 conn.close()
                 # A kept-alive connection the server closed meanwhile gets one fresh try.
                 if pooled is None or attempt == 1:
-                    raise TransportError(f"request failed: {type(exc).__name__}: {exc}", stalled=False) from exc
+                    raise TransportError(
+                        f"request failed: {type(exc).__name__}: {exc}", stalled=False
+                    ) from exc
                 pooled = None
         else:  # pragma: no cover - the loop always breaks or raises
             raise AssertionError
@@ -154,8 +158,9 @@ class Transport:
             else:
                 conn.close()
 
-        return Response(status=response.status, headers=response.headers, url=url, _response=response,
-                        _release=release)
+        return Response(
+            status=response.status, headers=response.headers, url=url, _response=response, _release=release
+        )
 
     def _connect(self, parts: SplitResult) -> tuple[http.client.HTTPConnection, bool]:
         """A new connection for `parts`, and whether requests on it name the absolute URL (plain proxy)."""
