@@ -284,8 +284,17 @@ def _now_text(rt: Runtime) -> str:
     return datetime.fromtimestamp(rt.clock(), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _status_only(rt: Runtime, cap: CapabilityRecord, obs: Observed) -> str:
-    old = _previous_status(rt, cap)
+async def _report(
+    rt: Runtime,
+    cap: CapabilityRecord,
+    obs: Observed,
+    *,
+    previous: Mapping[str, Any] | None = None,
+    endpoint: str = "",
+    resolved_revision: str | None = None,
+) -> str:
+    """Status from what was observed (conditions, phase), written only if it changed; the phase."""
+    old = _previous_status(rt, cap) if previous is None else previous
     conds = compute_conditions(obs)
     phase = compute_phase(conds, obs)
     conditions = merge(old.get("conditions"), conds, cap.generation, _now_text(rt))
@@ -293,9 +302,9 @@ async def _status_only(rt: Runtime, cap: CapabilityRecord, obs: Observed) -> str
         obs,
         conditions,
         observed_generation=cap.generation,
-        endpoint="",
+        endpoint=endpoint,
         selector=naming.worker_selector(cap.name),
-        resolved_revision=None,
+        resolved_revision=resolved_revision,
         phase=phase,
     )
     await _write_status(rt, cap, old, new)
@@ -357,14 +366,14 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
         spec = parse_spec(cap.spec())
     except ValidationError as exc:
         message = spec_error_message(exc)
-        phase = await _status_only(rt, cap, Observed(spec_error=message))
+        phase = await _report(rt, cap, Observed(spec_error=message))
         return Outcome(phase=phase, permanent_error=message)
     # The CRD's CEL rules, again: an API server without them (older, or an API double) would
     # otherwise let through e.g. an aiModels capability without a pipeline.
     rule_problems = cel_problems(json.dumps(cap.spec(), sort_keys=True, separators=(",", ":")))
     if rule_problems:
         message = "; ".join(rule_problems)
-        phase = await _status_only(rt, cap, Observed(spec_error=message))
+        phase = await _report(rt, cap, Observed(spec_error=message))
         return Outcome(phase=phase, permanent_error=message)
 
     missing_secrets, storage_class_missing = await _preflight(rt, cap, spec)
@@ -375,7 +384,7 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
             missing_secrets=missing_secrets,
             storage_class_missing=storage_class_missing,
         )
-        return Outcome(phase=await _status_only(rt, cap, obs), requeue_after=rt.tuning.resync_interval)
+        return Outcome(phase=await _report(rt, cap, obs), requeue_after=rt.tuning.resync_interval)
 
     claim = naming.cache_claim_name(spec)
     job_name = naming.prefetch_job_name(spec)
@@ -474,19 +483,9 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
         unschedulable=unschedulable,
         registered=registered,
     )
-    conds = compute_conditions(obs)
-    phase = compute_phase(conds, obs)
-    conditions = merge(previous_status.get("conditions"), conds, cap.generation, _now_text(rt))
-    new_status = desired_status(
-        obs,
-        conditions,
-        observed_generation=cap.generation,
-        endpoint=endpoint,
-        selector=naming.worker_selector(name),
-        resolved_revision=revision,
-        phase=phase,
+    phase = await _report(
+        rt, cap, obs, previous=previous_status, endpoint=endpoint, resolved_revision=revision
     )
-    await _write_status(rt, cap, previous_status, new_status)
     return Outcome(phase=phase, requeue_after=min(requeue) if requeue else None)
 
 
