@@ -15,6 +15,7 @@ import trustme
 from lpbyoc.kube import Kube
 from lpbyoc.orchestrator.backoff import Backoff
 from lpbyoc.orchestrator.byoc import ByocRegistrar, registration_body
+from lpbyoc.orchestrator.http import Clients, TLSChoice
 
 from tests.orchestrator.conftest import cr_body, put, secret_body, view_of
 from tests.support.orchestrator_double import OrchestratorDouble
@@ -97,10 +98,13 @@ async def test_reregisters_within_the_cadence_after_orchestrator_restart(
 ) -> None:
     body = byoc_body(orch.url)
     assert (await registrar.sync(view_of(body, ready=1), kube)).status == "True"
+    sent = orch.capabilities["restyle"].body
     orch.restart()
     assert "restyle" not in orch.capabilities
     # The cadence is 0.5 s here (25 s in production, inside the 30 s the issue allows).
     await eventually(lambda: "restyle" in orch.capabilities, within=3.0)
+    # Re-registered from what the registrar kept of the last sync: the same body.
+    assert orch.capabilities["restyle"].body == sent
 
 
 async def test_bad_secret_gives_unauthorized_with_backoff(
@@ -162,6 +166,62 @@ async def test_tls_needs_the_ca_bundle_or_the_explicit_opt_out(
     finally:
         await other.close()
     assert tls_orch.register_calls == 2
+
+
+def renamed(body: dict[str, Any], name: str) -> dict[str, Any]:
+    body = json.loads(json.dumps(body))
+    body["metadata"]["name"] = body["spec"]["capability"]["name"] = name
+    return body
+
+
+async def test_one_client_per_tls_setting(
+    secrets: Any, kube: Kube, ca: trustme.CA, tls_orch: OrchestratorDouble, registrar: ByocRegistrar
+) -> None:
+    put(secrets, "v1/secrets", secret_body("orch-ca", {"ca.crt": ca.cert_pem.bytes().decode()}))
+    put(secrets, "v1/secrets", secret_body("orch-ca-copy", {"ca.crt": ca.cert_pem.bytes().decode()}))
+    other_ca = trustme.CA()
+    put(secrets, "v1/secrets", secret_body("other-ca", {"ca.crt": other_ca.cert_pem.bytes().decode()}))
+
+    def with_ca(name: str, secret: str) -> dict[str, Any]:
+        tls = {"caBundleSecretRef": {"name": secret, "key": "ca.crt"}}
+        return renamed(byoc_body(tls_orch.url, orchestrator__tls=tls), name)
+
+    # Same CA contents, even from another Secret: one client for both registrations.
+    for name, secret in (("cap-a", "orch-ca"), ("cap-b", "orch-ca-copy")):
+        result = await registrar.sync(view_of(with_ca(name, secret)), kube)
+        assert (result.status, result.reason) == ("True", "Registered")
+    assert {"cap-a", "cap-b"} <= set(tls_orch.capabilities)
+    assert len(registrar.clients) == 1
+    shared = registrar.clients.get(TLSChoice(ca_pem=ca.cert_pem.bytes().decode().strip()))
+    assert len(registrar.clients) == 1
+
+    # Another CA gets its own client, which verifies against that CA only (the server's
+    # certificate is not from it), and the shared one is left as it was.
+    result = await registrar.sync(view_of(with_ca("cap-c", "other-ca")), kube)
+    assert (result.status, result.reason) == ("False", "TLSError")
+    assert len(registrar.clients) == 2
+    insecure = renamed(byoc_body(tls_orch.url, orchestrator__tls={"insecureSkipVerify": True}), "cap-d")
+    assert (await registrar.sync(view_of(insecure), kube)).status == "True"
+    assert len(registrar.clients) == 3
+
+    await registrar.close()
+    assert shared.is_closed and len(registrar.clients) == 0
+
+
+async def test_clients_unused_for_a_while_are_closed() -> None:
+    now = [0.0]
+    clients = Clients(clock=lambda: now[0])
+    old = clients.get(TLSChoice(insecure_skip_verify=True))
+    now[0] = 100.0
+    kept = clients.get(TLSChoice())
+    assert clients.get(TLSChoice(insecure_skip_verify=True)) is old  # reused, and marked as used
+    now[0] = 250.0
+    clients.get(TLSChoice())
+    now[0] = 400.0
+    await clients.close_idle(200.0)  # `old` was last used at 100
+    assert old.is_closed and not kept.is_closed and len(clients) == 1
+    await clients.close()
+    assert kept.is_closed
 
 
 async def test_delete_unregisters_with_the_raw_name(

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -135,10 +136,22 @@ def spec_error_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-@functools.lru_cache(maxsize=4096)
+CEL_CACHE_SIZE = 4096
+_cel_cache: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
+
+
 def cel_problems(spec_json: str) -> tuple[str, ...]:
-    """The CEL rules' verdict on one spec (compact JSON), cached: specs rarely change."""
-    return tuple(cel_errors(defaulted_spec(json.loads(spec_json))))
+    """The CEL rules' verdict on one spec (compact JSON), cached: specs rarely change. Keyed by
+    the spec's digest, so the cache holds no second copy of every spec."""
+    key = hashlib.sha256(spec_json.encode()).digest()
+    problems = _cel_cache.get(key)
+    if problems is None:
+        problems = tuple(cel_errors(defaulted_spec(json.loads(spec_json))))
+        if len(_cel_cache) >= CEL_CACHE_SIZE:
+            _cel_cache.popitem(last=False)
+    _cel_cache[key] = problems
+    _cel_cache.move_to_end(key)
+    return problems
 
 
 def secret_refs(spec: LivepeerCapabilitySpec) -> list[tuple[str, SecretKeyRef]]:
@@ -258,7 +271,7 @@ async def _write_status(
         if exc.status == 404:  # deleted meanwhile
             return
         raise
-    rt.written_status[key] = json.dumps(new, separators=(",", ":"))
+    rt.written_status[key] = json.dumps(new, separators=(",", ":"), sort_keys=True)
     for event_type, reason, message in events_for(old, new):
         _post_event(cap, event_type, reason, message)
 
@@ -273,7 +286,11 @@ def _post_event(cap: CapabilityRecord, event_type: str, reason: str, message: st
 
 
 def _previous_status(rt: Runtime, cap: CapabilityRecord) -> dict[str, Any]:
-    written = rt.written_status.get((cap.namespace, cap.name))
+    key = (cap.namespace, cap.name)
+    written = rt.written_status.get(key)
+    if written == cap.status_json:
+        del rt.written_status[key]  # the watch caught up: the index holds the same status
+        written = None
     if written is None:
         return cap.status()
     status: dict[str, Any] = json.loads(written)
@@ -370,7 +387,7 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
         return Outcome(phase=phase, permanent_error=message)
     # The CRD's CEL rules, again: an API server without them (older, or an API double) would
     # otherwise let through e.g. an aiModels capability without a pipeline.
-    rule_problems = cel_problems(json.dumps(cap.spec(), sort_keys=True, separators=(",", ":")))
+    rule_problems = cel_problems(cap.spec_json)
     if rule_problems:
         message = "; ".join(rule_problems)
         phase = await _report(rt, cap, Observed(spec_error=message))

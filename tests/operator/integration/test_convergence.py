@@ -56,6 +56,8 @@ async def test_idle_operator_makes_no_writes(cluster: Cluster, operator, orch) -
     assert cluster.write_bodies()[log_before:] == [], "an idle resync wrote to the API"
     assert cluster.writes() == before
     assert cluster.requests_by_method()["GET"] > gets_before, "the resync did not run at all"
+    # The watch delivered what the operator wrote, so it keeps no second copy of the status.
+    assert run.runtime is not None and run.runtime.written_status == {}
 
 
 async def test_spec_change_updates_children_without_duplicates(cluster: Cluster, operator, orch) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,7 +38,7 @@ from lpbyoc.kube import Kube, KubeError
 from lpbyoc.orchestrator import http
 from lpbyoc.orchestrator.backoff import Backoff
 from lpbyoc.orchestrator.http import OrchestratorError, TLSChoice
-from lpbyoc.spec import OrchestratorRef, SecretKeyRef
+from lpbyoc.spec import OrchestratorRef, SecretKeyRef, parse_spec
 from lpbyoc.view import CapabilityView, ConditionResult
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 REGISTER_PATH = "/capability/register"
 UNREGISTER_PATH = "/capability/unregister"
 DEFAULT_REREGISTER_S = 25.0
+# A client unused this long is closed (its TLS setting left every capability); far above the
+# re-registration cadence, so a client in use is never closed under a request.
+CLIENT_IDLE_S = 300.0
 
 
 def registration_body(view: CapabilityView, token: str | None) -> dict[str, Any]:
@@ -72,6 +76,24 @@ def base_url(ref: OrchestratorRef) -> str:
     return (ref.url or "").rstrip("/")
 
 
+@dataclass(frozen=True)
+class _KeptView:
+    """The last view `sync` saw, kept for the cadence with its spec as JSON: a parsed spec costs
+    ~10 KB per capability and the cadence needs it once per `reregister_s`."""
+
+    fields: tuple[tuple[str, Any], ...]  # every field of the view but the spec
+    spec_json: str
+    worker_available: bool
+
+    @staticmethod
+    def of(view: CapabilityView) -> _KeptView:
+        fields = tuple((f.name, getattr(view, f.name)) for f in dataclasses.fields(view) if f.name != "spec")
+        return _KeptView(fields, view.spec.model_dump_json(by_alias=True), view.worker_available)
+
+    def view(self) -> CapabilityView:
+        return CapabilityView(**dict(self.fields), spec=parse_spec(json.loads(self.spec_json)))
+
+
 @dataclass
 class _State:
     orchestrator_url: str = ""
@@ -80,9 +102,9 @@ class _State:
     registered_at: float | None = None
     failures: int = 0
     next_attempt: float = 0.0
-    inputs: str = ""  # what the last attempt was made from; a change skips the backoff
+    inputs: str = ""  # digest of what the last attempt was made from; a change skips the backoff
     condition: ConditionResult = field(default_factory=lambda: ConditionResult("Unknown", "Pending"))
-    view: CapabilityView | None = None
+    kept: _KeptView | None = None
     synced_at: float = 0.0  # when the reconcile last called sync for it
 
 
@@ -117,11 +139,14 @@ class ByocRegistrar:
         backoff: Backoff | None = None,
         timeout_s: float = http.DEFAULT_TIMEOUT_S,
         forget_after_s: float = 1800.0,
+        client_idle_s: float = CLIENT_IDLE_S,
     ) -> None:
         self.reregister_s = reregister_s
         self.forget_after_s = forget_after_s
         self.backoff = backoff or Backoff(initial_s=1.0, max_s=60.0)
         self.timeout_s = timeout_s
+        self.client_idle_s = client_idle_s
+        self.clients = http.Clients(timeout_s)
         self.attempts = 0  # register calls sent, for tests and the benchmark
         self._states: dict[str, _State] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -135,7 +160,7 @@ class ByocRegistrar:
 
     def _inputs(self, view: CapabilityView) -> str:
         spec = view.spec
-        return json.dumps(
+        text = json.dumps(
             [
                 view.endpoint,
                 view.capacity,
@@ -149,6 +174,7 @@ class ByocRegistrar:
             ],
             sort_keys=True,
         )
+        return hashlib.sha256(text.encode()).hexdigest()  # only compared: the digest is enough
 
     async def sync(self, view: CapabilityView, kube: Kube) -> ConditionResult:
         self._kube = kube
@@ -156,7 +182,7 @@ class ByocRegistrar:
         lock = self._locks.setdefault(view.key, asyncio.Lock())
         async with lock:
             state = self._states.setdefault(view.key, _State())
-            state.view = view
+            state.kept = _KeptView.of(view)
             state.synced_at = time.monotonic()
             return await self._sync_locked(view, kube, state, time.monotonic())
 
@@ -217,20 +243,20 @@ class ByocRegistrar:
             url,
             body["name"],
         )
-        async with http.client(tls, self.timeout_s) as client:
-            if moved:
-                # The name or the orchestrator changed: take the old entry down first (best effort).
-                with contextlib.suppress(OrchestratorError):
-                    await self._post_unregister(client, state.orchestrator_url, secret, state.name)
-            self.attempts += 1
-            response = await http.post(
-                client,
-                url + REGISTER_PATH,
-                secret=secret,
-                content=encode(body),
-                content_type="application/json",
-            )
-            http.raise_for_answer(response, "register")
+        client = self.clients.get(tls)
+        if moved:
+            # The name or the orchestrator changed: take the old entry down first (best effort).
+            with contextlib.suppress(OrchestratorError):
+                await self._post_unregister(client, state.orchestrator_url, secret, state.name)
+        self.attempts += 1
+        response = await http.post(
+            client,
+            url + REGISTER_PATH,
+            secret=secret,
+            content=encode(body),
+            content_type="application/json",
+        )
+        http.raise_for_answer(response, "register")
         state.orchestrator_url, state.name = url, str(body["name"])
         state.body_digest = hashlib.sha256(encode(body)).hexdigest()
         logger.info("byoc %s registered at %s (capacity %d)", view.key, url, view.capacity)
@@ -259,16 +285,15 @@ class ByocRegistrar:
         name = state.name or view.spec.capability.name
         secret = await read_required_secret(kube, view.namespace, ref.secret_ref, "orchSecret")
         tls = await tls_choice(kube, view.namespace, ref)
-        async with http.client(tls, self.timeout_s) as client:
-            await self._post_unregister(client, url, secret, name)
+        await self._post_unregister(self.clients.get(tls), url, secret, name)
         logger.info("byoc %s unregistered from %s", view.key, url)
 
     async def release(self, key: str, kube: Kube) -> None:
         """The capability left byoc mode (or its orchestrator): take down what was registered."""
         state = self._states.get(key)
-        if state is not None and state.view is not None:
+        if state is not None and state.kept is not None:
             try:
-                await self.detach(state.view, kube)
+                await self.detach(state.kept.view(), kube)
             except OrchestratorError as exc:
                 logger.warning("byoc %s: unregister after leaving byoc failed: %s", key, exc)
                 self._states.pop(key, None)
@@ -311,18 +336,19 @@ class ByocRegistrar:
             return
         now = time.monotonic()
         for key, state in list(self._states.items()):
-            view = state.view
+            kept = state.kept
             if now - state.synced_at > self.forget_after_s:
                 # The reconcile stopped asking (the object is gone without its finalizer running):
                 # stop refreshing a registration nobody owns; the orchestrator drops it on failure.
                 self._states.pop(key, None)
                 continue
-            if view is None or not view.worker_available:
+            if kept is None or not kept.worker_available:
                 continue
             due = (state.registered_at is not None and now - state.registered_at >= self.reregister_s) or (
                 state.failures and now >= state.next_attempt
             )
             if due:
+                view = kept.view()
                 async with self._locks.setdefault(key, asyncio.Lock()):
                     if key not in self._states:
                         continue
@@ -333,6 +359,7 @@ class ByocRegistrar:
                     before.reason,
                 ):
                     self._trigger((view.namespace, view.name))
+        await self.clients.close_idle(self.client_idle_s)
 
     def condition(self, key: str) -> ConditionResult | None:
         state = self._states.get(key)
@@ -344,3 +371,4 @@ class ByocRegistrar:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        await self.clients.close()

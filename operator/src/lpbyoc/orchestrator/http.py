@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -47,6 +49,43 @@ class TLSChoice:
 
 def client(tls: TLSChoice, timeout_s: float = DEFAULT_TIMEOUT_S) -> httpx.AsyncClient:
     return httpx.AsyncClient(verify=tls.verify(), timeout=httpx.Timeout(timeout_s), follow_redirects=False)
+
+
+class Clients:
+    """One client per distinct TLS setting (CA bundle contents, opt-out), shared by every
+    capability that uses it. A client per call would load the CA bundle (certifi's or the
+    Secret's) into a new TLS context each time: CPU per registration, and a heap that OpenSSL
+    leaves fragmented when thousands of capabilities register at once."""
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, *, clock: Callable[[], float] = time.monotonic):
+        self.timeout_s = timeout_s
+        self._clock = clock
+        self._clients: dict[str, tuple[httpx.AsyncClient, float]] = {}  # fingerprint -> (client, last use)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def get(self, tls: TLSChoice) -> httpx.AsyncClient:
+        """The client for `tls`; raises OrchestratorError (TLSError) for a CA bundle that is not PEM."""
+        key = tls.fingerprint
+        entry = self._clients.get(key)
+        http = entry[0] if entry is not None else client(tls, self.timeout_s)
+        self._clients[key] = (http, self._clock())
+        return http
+
+    async def close_idle(self, idle_s: float) -> None:
+        """Close the clients nobody used for `idle_s` (a rotated CA bundle, a removed orchestrator)."""
+        cutoff = self._clock() - idle_s
+        for key, (http, used) in list(self._clients.items()):
+            if used < cutoff:
+                del self._clients[key]
+                await http.aclose()
+
+    async def close(self) -> None:
+        clients = [http for http, _ in self._clients.values()]
+        self._clients.clear()
+        for http in clients:
+            await http.aclose()
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
