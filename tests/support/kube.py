@@ -200,13 +200,13 @@ class Cluster:
             }
         )
 
-    async def create_storage_class(self, name: str) -> None:
+    async def create_storage_class(self, name: str, provisioner: str = "test") -> None:
         await self.kube.create(
             {
                 "apiVersion": "storage.k8s.io/v1",
                 "kind": "StorageClass",
                 "metadata": {"name": name},
-                "provisioner": "test",
+                "provisioner": provisioner,
             }
         )
 

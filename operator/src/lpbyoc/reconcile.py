@@ -46,6 +46,7 @@ from lpbyoc.operator_settings import RuntimeTuning
 from lpbyoc.policy import Observed, compute_conditions, compute_phase, desired_status
 from lpbyoc.settings import OperatorSettings
 from lpbyoc.spec import API_VERSION, KIND, LivepeerCapabilitySpec, SecretKeyRef, parse_spec
+from lpbyoc.storage import access_mode_problem
 from lpbyoc.validation import cel_errors, defaulted_spec
 from lpbyoc.view import CapabilityView, ConditionResult
 
@@ -343,20 +344,32 @@ async def _secret_keys(rt: Runtime, namespace: str, name: str) -> frozenset[str]
     return keys
 
 
-async def _storage_class_exists(rt: Runtime, name: str) -> bool:
+async def _storage_class_provisioner(rt: Runtime, name: str) -> str | None:
+    """The class's provisioner, or None when the class does not exist (cached briefly)."""
     cache_key = ("StorageClass", "", name)
     cached = rt.reference_cache.get(cache_key)
     if cached is not None and cached[0] > rt.clock():
-        return bool(cached[1])
-    exists = await rt.kube.get("storage.k8s.io/v1", "StorageClass", name) is not None
-    rt.reference_cache[cache_key] = (rt.clock() + rt.tuning.reference_ttl, exists)
-    return exists
+        return cast(str | None, cached[1])
+    storage_class = await rt.kube.get("storage.k8s.io/v1", "StorageClass", name)
+    provisioner = None if storage_class is None else str(storage_class.get("provisioner") or "")
+    rt.reference_cache[cache_key] = (rt.clock() + rt.tuning.reference_ttl, provisioner)
+    return provisioner
 
 
-async def _preflight(
-    rt: Runtime, cap: CapabilityRecord, spec: LivepeerCapabilitySpec
-) -> tuple[tuple[str, ...], str | None]:
-    """Secrets and the StorageClass are read, not watched: missing ones stop the reconcile."""
+@dataclass(frozen=True)
+class Preflight:
+    """References that are read, not watched: any problem here stops the reconcile."""
+
+    missing_secrets: tuple[str, ...] = ()
+    storage_class_missing: str | None = None
+    access_mode_unsupported: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_secrets or self.storage_class_missing or self.access_mode_unsupported)
+
+
+async def _preflight(rt: Runtime, cap: CapabilityRecord, spec: LivepeerCapabilitySpec) -> Preflight:
     missing: list[str] = []
     for field_path, ref in secret_refs(spec):
         keys = await _secret_keys(rt, cap.namespace, ref.name)
@@ -364,11 +377,14 @@ async def _preflight(
             missing.append(f"{ref.name} ({field_path})")
         elif ref.key not in keys:
             missing.append(f"{ref.name} has no key {ref.key!r} ({field_path})")
-    storage_class_missing = None
     class_name = spec.cache.storage_class_name
-    if class_name and not spec.cache.existing_claim and not await _storage_class_exists(rt, class_name):
-        storage_class_missing = class_name
-    return tuple(missing), storage_class_missing
+    if not class_name or spec.cache.existing_claim:
+        return Preflight(tuple(missing))
+    provisioner = await _storage_class_provisioner(rt, class_name)
+    if provisioner is None:
+        return Preflight(tuple(missing), storage_class_missing=class_name)
+    problem = access_mode_problem(class_name, provisioner, spec.cache.access_modes)
+    return Preflight(tuple(missing), access_mode_unsupported=problem)
 
 
 async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
@@ -393,13 +409,14 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
         phase = await _report(rt, cap, Observed(spec_error=message))
         return Outcome(phase=phase, permanent_error=message)
 
-    missing_secrets, storage_class_missing = await _preflight(rt, cap, spec)
-    if missing_secrets or storage_class_missing:
+    preflight = await _preflight(rt, cap, spec)
+    if not preflight.ok:
         obs = Observed(
             desired_replicas=spec.replicas,
             gpu_resource_name=spec.gpu.resource_name,
-            missing_secrets=missing_secrets,
-            storage_class_missing=storage_class_missing,
+            missing_secrets=preflight.missing_secrets,
+            storage_class_missing=preflight.storage_class_missing,
+            access_mode_unsupported=preflight.access_mode_unsupported,
         )
         return Outcome(phase=await _report(rt, cap, obs), requeue_after=rt.tuning.resync_interval)
 

@@ -228,3 +228,18 @@ async def test_cross_field_rules_are_enforced_without_the_api_server(
     assert "capability.pipeline is required when integration is aiModels" in cond["message"]
     assert (await cluster.status("no-pipeline"))["phase"] == "Failed"
     assert await cluster.list("batch/v1", "Job") == []
+
+
+async def test_multi_node_access_mode_on_a_block_storage_class_is_refused(
+    cluster: Cluster, operator, orch
+) -> None:
+    """A ReadWriteMany claim on an EBS class would stay Pending forever: say why, create nothing."""
+    await operator()
+    await cluster.create_storage_class("gp3", provisioner="ebs.csi.aws.com")
+    spec = byoc_spec(
+        orch.url, cache={"size": "5Gi", "storageClassName": "gp3", "accessModes": ["ReadWriteMany"]}
+    )
+    await cluster.create_capability("shared-cache", spec)
+    cond = await cluster.wait_condition("shared-cache", "SpecValid", "AccessModeUnsupported")
+    assert "ebs.csi.aws.com" in cond["message"] and "ReadWriteMany" in cond["message"]
+    assert await cluster.list("v1", "PersistentVolumeClaim") == []
