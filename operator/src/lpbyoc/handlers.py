@@ -182,18 +182,11 @@ def lpbyoc_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], PodReco
 @kopf.on.create(*CAPABILITIES)
 @kopf.on.update(*CAPABILITIES, field="spec")
 async def lpbyoc_reconcile(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
-    reconciler = bind_indexes(memo, kwargs)
-    try:
-        outcome = await reconciler.reconcile_now((namespace or "", name))
-    except KubeError as exc:
-        if exc.status >= 500 or exc.status in (409, 429):
-            raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=TRANSIENT_DELAY) from exc
-        raise kopf.PermanentError(f"Kubernetes API refused a write: {exc}") from exc
-    except (httpx2.TransportError, OSError) as exc:
-        raise kopf.TemporaryError(f"Kubernetes API unreachable: {exc}", delay=TRANSIENT_DELAY) from exc
-    if outcome.permanent_error:
-        # Retrying cannot fix the spec; the SpecValid condition already says why.
-        raise kopf.PermanentError(outcome.permanent_error)
+    """Ask for a reconcile and return at once. The reconcile runs on the operator's scheduler
+    (one per capability, bounded, coalesced, retried with backoff), so kopf does not hold every
+    handler and its event body while thousands of capabilities wait for a slot; a spec that
+    retrying cannot fix is reported by the SpecValid condition."""
+    bind_indexes(memo, kwargs).trigger((namespace or "", name), 0.0)
 
 
 @kopf.on.event(*CAPABILITIES)

@@ -155,7 +155,10 @@ class DemoPeers:
     async def _register(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != ORCH_SECRET:
             return web.Response(status=400, text="invalid authorization")
-        body = await request.json()
+        try:
+            body = await request.json()
+        except (ValueError, ConnectionResetError):  # bad JSON, or the operator stopped mid-request
+            return web.Response(status=400, text="invalid request")
         self.registered[str(body.get("name"))] = body
         return web.Response(text="ok")
 
