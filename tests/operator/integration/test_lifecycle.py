@@ -173,10 +173,14 @@ async def test_two_capabilities_of_one_model_share_claim_and_job(cluster: Cluste
             sorted(r["uid"] for r in obj["metadata"]["ownerReferences"]) == uids for obj in (pvc, job)
         )
 
+    async def both_services() -> bool:
+        return len(await cluster.list("v1", "Service")) == 2
+
     await wait_for(shared_by_both, what="one PVC and one Job owned by both capabilities")
+    # Each capability's own children come from its own reconcile, which may run a moment later.
+    await wait_for(both_services, what="a Service per capability")
     assert len(await cluster.list("v1", "PersistentVolumeClaim")) == 1
     assert len(await cluster.list("batch/v1", "Job")) == 1
-    assert len(await cluster.list("v1", "Service")) == 2
 
 
 async def test_other_revisions_of_one_model_share_the_claim_not_the_job(
