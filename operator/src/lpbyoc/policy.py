@@ -211,11 +211,6 @@ def compute_conditions(obs: Observed) -> dict[str, ConditionResult]:
     return conds
 
 
-def prefetch_failed_permanently(obs: Observed) -> bool:
-    reason = (obs.prefetch_result or {}).get("reason")
-    return obs.prefetch_state == "failed" and reason in PERMANENT_PREFETCH_REASONS
-
-
 def compute_phase(conds: Mapping[str, ConditionResult], obs: Observed) -> str:
     """One word for `kubectl get`: the conditions say why.
 

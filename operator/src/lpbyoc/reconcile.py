@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from lpbyoc import metrics, naming, orchestrator
 from lpbyoc.builders import BuildContext, build_children, largest_quantity
-from lpbyoc.conditions import READY, merge, status_patch
+from lpbyoc.conditions import READY, find, merge, status_patch
 from lpbyoc.kube import Kube, KubeError
 from lpbyoc.observe import (
     ATTEMPT_ANNOTATION,
@@ -236,12 +236,8 @@ def with_attempt(job: dict[str, Any], attempt: int) -> dict[str, Any]:
 
 def events_for(old_status: Mapping[str, Any], new_status: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(type, reason, message) of the Events a status change deserves: Ready flips and failures."""
-    old_ready: Mapping[str, Any] = next(
-        (c for c in old_status.get("conditions") or () if c.get("type") == READY), {}
-    )
-    new_ready: Mapping[str, Any] = next(
-        (c for c in new_status.get("conditions") or () if c.get("type") == READY), {}
-    )
+    old_ready = find(old_status.get("conditions"), READY) or {}
+    new_ready = find(new_status.get("conditions"), READY) or {}
     events: list[tuple[str, str, str]] = []
     if new_ready.get("status") == "True" and old_ready.get("status") != "True":
         events.append(("Normal", "Ready", str(new_ready.get("message") or "")))

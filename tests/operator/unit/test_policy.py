@@ -15,7 +15,6 @@ from lpbyoc.policy import (
     compute_conditions,
     compute_phase,
     desired_status,
-    prefetch_failed_permanently,
     progress_text,
 )
 from lpbyoc.view import ConditionResult
@@ -229,8 +228,10 @@ def test_mig_resource_shortage_is_waiting_for_gpu() -> None:
     [("RepoNotFound", True), ("Unauthorized", True), ("NetworkError", False), ("DownloadStalled", False)],
 )
 def test_permanent_prefetch_failures(reason: str, permanent: bool) -> None:
+    """Only a spec or Hub change fixes a permanent failure (Failed); the rest are retried (Downloading)."""
     observed = Observed(prefetch_state="failed", prefetch_result={"result": "Failed", "reason": reason})
-    assert prefetch_failed_permanently(observed) is permanent
+    phase = compute_phase(compute_conditions(observed), observed)
+    assert phase == ("Failed" if permanent else "Downloading")
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,6 @@ class _KeptView:
 class _State:
     orchestrator_url: str = ""
     name: str = ""
-    body_digest: str = ""  # sha256 of the last body sent: the token inside it is not kept
     registered_at: float | None = None
     failures: int = 0
     next_attempt: float = 0.0
@@ -106,11 +105,6 @@ class _State:
     condition: ConditionResult = field(default_factory=lambda: ConditionResult("Unknown", "Pending"))
     kept: _KeptView | None = None
     synced_at: float = 0.0  # when the reconcile last called sync for it
-
-
-class SecretMissing(Exception):
-    def __init__(self, what: str, ref: SecretKeyRef) -> None:
-        super().__init__(f"{what} Secret {ref.name} key {ref.key} not found")
 
 
 async def read_required_secret(kube: Kube, namespace: str, ref: SecretKeyRef, what: str) -> str:
@@ -258,7 +252,6 @@ class ByocRegistrar:
         )
         http.raise_for_answer(response, "register")
         state.orchestrator_url, state.name = url, str(body["name"])
-        state.body_digest = hashlib.sha256(encode(body)).hexdigest()
         logger.info("byoc %s registered at %s (capacity %d)", view.key, url, view.capacity)
 
     async def _post_unregister(self, client: Any, url: str, secret: str, name: str) -> None:
