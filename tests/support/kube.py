@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import time
 import uuid
 from collections import Counter
@@ -29,7 +28,7 @@ import kmock
 import kopf
 import pytest_asyncio
 from lpbyoc import naming, orchestrator
-from lpbyoc.commands.demo import LoopThread, api_double
+from lpbyoc.commands.demo import LoopThread, api_double, prefetch_pod_status
 from lpbyoc.kube import Kube
 from lpbyoc.operator_settings import RuntimeTuning
 from lpbyoc.reconcile import Reconciler, Runtime
@@ -233,19 +232,6 @@ class Cluster:
             "batch.kubernetes.io/job-name": job_name,
             "job-name": job_name,
         }
-        if result is None:
-            state: dict[str, Any] = {"running": {"startedAt": _now()}}
-            phase = "Running"
-        else:
-            exit_code = 0 if result.get("result") == "Succeeded" else 1
-            state = {
-                "terminated": {
-                    "exitCode": exit_code,
-                    "message": json.dumps(result),
-                    "reason": "Completed" if exit_code == 0 else "Error",
-                }
-            }
-            phase = "Succeeded" if exit_code == 0 else "Failed"
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -256,20 +242,7 @@ class Cluster:
                 "uid": str(uuid.uuid4()),
             },
             "spec": {"containers": [{"name": "prefetch", "image": "x"}]},
-            "status": {
-                "phase": phase,
-                "podIP": ip,
-                "containerStatuses": [
-                    {
-                        "name": "prefetch",
-                        "image": "x",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": state,
-                    }
-                ],
-            },
+            "status": prefetch_pod_status(result, ip),
         }
         existing = await self.get("v1", "Pod", pod["metadata"]["name"], ns)
         if existing is None:

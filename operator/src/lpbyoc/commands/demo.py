@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +49,35 @@ CHILD_KINDS = (
 
 def utc_now() -> str:
     return datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def prefetch_pod_status(result: Mapping[str, Any] | None, ip: str | None = None) -> dict[str, Any]:
+    """The status the kubelet writes for a prefetch pod: running, or exited with `result` (the
+    prefetcher's result JSON) as its termination message. The demo and the tests play kubelet."""
+    if result is None:
+        state: dict[str, Any] = {"running": {"startedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        phase = "Running"
+    else:
+        exit_code = 0 if result.get("result") == "Succeeded" else 1
+        reason = "Completed" if exit_code == 0 else "Error"
+        state = {"terminated": {"exitCode": exit_code, "reason": reason, "message": json.dumps(result)}}
+        phase = "Succeeded" if exit_code == 0 else "Failed"
+    status: dict[str, Any] = {
+        "phase": phase,
+        "containerStatuses": [
+            {
+                "name": "prefetch",
+                "image": "x",
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": state,
+            }
+        ],
+    }
+    if ip is not None:
+        status["podIP"] = ip
+    return status
 
 
 class LoopThread:
@@ -235,20 +264,7 @@ class Kubelet:
                 "bytes": DEMO_BYTES,
                 "files": 3,
             }
-            terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(result)}
-            status = {
-                "phase": "Succeeded",
-                "containerStatuses": [
-                    {
-                        "name": "prefetch",
-                        "image": "x",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {"terminated": terminated},
-                    }
-                ],
-            }
+            status = prefetch_pod_status(result)
             await self.kube.patch_merge("v1", "Pod", f"{self.job_name}-run", NAMESPACE, {"status": status})
             await self.kube.patch_status(
                 "batch/v1",
