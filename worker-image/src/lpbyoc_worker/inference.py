@@ -91,7 +91,8 @@ class ModelSignature:
             return tuple(
                 TensorInfo(
                     name=t["name"],
-                    datatype=str(t.get("data_type", "TYPE_FP32")).removeprefix("TYPE_"),
+                    # The config says TYPE_STRING where the wire (and tritonclient) says BYTES.
+                    datatype=str(t.get("data_type", "TYPE_FP32")).removeprefix("TYPE_").replace("STRING", "BYTES"),
                     dims=tuple(int(d) for d in t.get("dims", [])),
                 )
                 for t in config.get(key, [])

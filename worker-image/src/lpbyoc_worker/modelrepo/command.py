@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serving-json", default="{}", help="spec.serving.triton as camelCase JSON (defaults apply)"
     )
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="task a diffusers/transformers snapshot serves (from the pipeline or serving.task)",
+    )
     parser.add_argument("--kind", choices=["KIND_GPU", "KIND_CPU"], default="KIND_GPU")
     parser.add_argument(
         "--skip-marker-check",
@@ -38,12 +43,14 @@ def run(args: argparse.Namespace) -> int:
             model_name=args.model_name,
             kind=args.kind,
             require_marker=not args.skip_marker_check,
+            task=args.task,
         )
     except (InvalidServingSpec, ConfigProblem, ModelRepoError) as exc:
         print(f"model-repo: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(
-        f"model-repo: wrote {generated.directory} ({generated.model_format} from {generated.source})",
+        f"model-repo: wrote {generated.directory} ({generated.model_format} from {generated.source}"
+        + (f", {generated.class_name} for {generated.task})" if generated.task else ")"),
         file=sys.stderr,
     )
     return 0

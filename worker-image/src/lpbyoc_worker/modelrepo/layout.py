@@ -1,6 +1,9 @@
 """Write the Triton model repository for one cached snapshot.
 
-Two shapes of snapshot are served:
+Four shapes of snapshot are served, detected in this order (runtimes/detect.py):
+- diffusers (`model_index.json`) and transformers (`config.json` with `architectures`): a
+  python-backend model (`hf_backend.py`) that loads the snapshot in place with the task's runtime;
+  the snapshot must serve the task, or generation fails naming the class, the task and the fix;
 - TorchScript: `model.pt` (or the one `*.pt`/`*.pts` TorchScript file) + generated config.pbtxt and
   the python-backend model.py from `torchscript_backend.py`;
 - a Triton model directory already (`config.pbtxt` at the top, or in its only model directory):
@@ -22,13 +25,18 @@ from lpbyoc_worker.modelrepo.config import (
     TORCHSCRIPT_FILENAME,
     InstanceKind,
     parse_pbtxt,
+    task_model_config,
     to_pbtxt,
     torchscript_model_config,
 )
 from lpbyoc_worker.modelrepo.serving import TritonServing
+from lpbyoc_worker.runtimes import detect
+from lpbyoc_worker.runtimes.base import IncompatibleModel
 from lpbyoc_worker.weights import MARKER_NAME, Marker, SnapshotError, file_problem
 
 BACKEND_SOURCE = Path(__file__).with_name("torchscript_backend.py")
+TASK_BACKEND_SOURCE = Path(__file__).with_name("hf_backend.py")
+HF_FORMATS = (detect.DIFFUSERS, detect.TRANSFORMERS)
 TORCHSCRIPT_SUFFIXES = (".pt", ".pts")
 VERSION = "1"
 
@@ -40,8 +48,10 @@ class ModelRepoError(ValueError):
 @dataclass(frozen=True)
 class GeneratedModel:
     directory: Path
-    model_format: str  # "torchscript" or "tritonRepository"
-    source: Path  # the TorchScript file or the snapshot's model directory
+    model_format: str  # "diffusers", "transformers", "torchscript" or "tritonRepository"
+    source: Path  # the snapshot (HF formats), the TorchScript file or the snapshot's model directory
+    task: str | None = None
+    class_name: str | None = None
 
 
 def check_snapshot(weights_dir: Path) -> Marker:
@@ -148,6 +158,38 @@ def write_triton_model(source: Path, output: Path, *, model_name: str) -> Path:
     return model_dir
 
 
+def write_task_model(
+    weights_dir: Path, task: str, serving: TritonServing, output: Path, *, model_name: str, kind: InstanceKind
+) -> Path:
+    from lpbyoc_worker.runtimes.registry import runtime_class
+
+    config = task_model_config(
+        runtime_class(task), serving, model_dir=str(weights_dir.resolve()), model_name=model_name, kind=kind
+    )
+    model_dir = _fresh_dir(output / model_name)
+    version_dir = model_dir / VERSION
+    version_dir.mkdir()
+    (model_dir / "config.pbtxt").write_text(to_pbtxt(config))
+    shutil.copyfile(TASK_BACKEND_SOURCE, version_dir / "model.py")
+    return model_dir
+
+
+def _hf_format(weights_dir: Path, model_format: str) -> detect.SnapshotInfo | None:
+    """The snapshot's detection when it is (or is asked to be) a diffusers/transformers snapshot."""
+    if model_format in ("torchscript", "tritonRepository"):
+        return None
+    info = detect.inspect_snapshot(weights_dir)
+    if model_format in HF_FORMATS and info.format != model_format:
+        expected = (
+            "model_index.json" if model_format == detect.DIFFUSERS else "config.json with architectures"
+        )
+        raise ModelRepoError(
+            f"modelFormat {model_format}, but {weights_dir} has no {expected} (detected: {info.format}); "
+            "set modelFormat auto or fix model.allowPatterns"
+        )
+    return info if info.format in HF_FORMATS else None
+
+
 def generate(
     weights_dir: Path,
     output: Path,
@@ -156,6 +198,7 @@ def generate(
     model_name: str,
     kind: InstanceKind,
     require_marker: bool = True,
+    task: str | None = None,
 ) -> GeneratedModel:
     if not weights_dir.is_dir():
         raise ModelRepoError(f"weights directory {weights_dir} does not exist")
@@ -163,6 +206,25 @@ def generate(
         check_snapshot(weights_dir)
     output.mkdir(parents=True, exist_ok=True)
     model_format = serving.model_format
+    info = _hf_format(weights_dir, model_format)
+    if info is not None:
+        if not task:
+            raise ModelRepoError(
+                f"{info.format} {info.class_name} needs a task (it serves: {', '.join(info.tasks) or 'none'}): "
+                "set the capability's pipeline or serving.task"
+            )
+        try:
+            detect.check_serves(info, task)
+        except IncompatibleModel as exc:
+            raise ModelRepoError(str(exc)) from None
+        directory = write_task_model(weights_dir, task, serving, output, model_name=model_name, kind=kind)
+        return GeneratedModel(
+            directory=directory,
+            model_format=info.format,
+            source=weights_dir,
+            task=task,
+            class_name=info.class_name,
+        )
     triton_dir = find_triton_model_dir(weights_dir) if model_format != "torchscript" else None
     if model_format == "tritonRepository" and triton_dir is None:
         raise ModelRepoError(

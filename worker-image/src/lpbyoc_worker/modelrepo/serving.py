@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 DataType = Literal["TYPE_FP32", "TYPE_FP16", "TYPE_UINT8", "TYPE_INT32", "TYPE_INT64"]
-ModelFormat = Literal["auto", "torchscript", "tritonRepository"]
+ModelFormat = Literal["auto", "torchscript", "tritonRepository", "diffusers", "transformers"]
 
 
 class _Model(BaseModel):

@@ -1,6 +1,6 @@
 """The contract every runtime keeps: what a request carries, what a result holds, how it loads.
 
-Media travel as arrays so Triton can carry them as tensors: images as H×W×3 uint8 RGB, audio as
+Media travel as arrays so Triton can carry them as tensors: images as HxWx3 uint8 RGB, audio as
 float32 mono samples at the runtime's sampling rate. Everything else (prompt, seed, strength, ...)
 is the JSON object `params`, already validated by the adapter and checked again here.
 """
@@ -36,7 +36,7 @@ class InvalidRequest(RuntimeError_, ValueError):
 @dataclass(frozen=True)
 class TaskRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
-    image: np.ndarray | None = None  # H×W×3 uint8 RGB
+    image: np.ndarray | None = None  # HxWx3 uint8 RGB
     audio: np.ndarray | None = None  # float32 mono at the runtime's sampling rate
 
 
@@ -105,7 +105,7 @@ def require_image(request: TaskRequest) -> np.ndarray:
     image = request.image
     if image is None or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         shape = None if image is None else list(image.shape)
-        raise InvalidRequest(f"this task needs an H×W×3 uint8 RGB image, got {shape}")
+        raise InvalidRequest(f"this task needs an HxWx3 uint8 RGB image, got {shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise InvalidRequest("the image is empty")
     return image

@@ -166,18 +166,18 @@ def _diffusers_problems(root: Path, index: Mapping[str, Any]) -> list[str]:
 def _transformers_problems(root: Path, tasks: tuple[str, ...]) -> list[str]:
     needs_preprocessor = {"depth-estimation", "image-segmentation", "segment-anything-2", "image-to-text"}
     problems = []
-    if needs_preprocessor.intersection(tasks) or "audio-to-text" in tasks:
-        if not any((root / name).is_file() for name in PREPROCESSOR_FILES):
-            problems.append(
-                "the snapshot has no preprocessor_config.json (or processor_config.json): the model's "
-                "image/audio processor cannot be built; include it in model.allowPatterns"
-            )
-    if {"image-to-text", "audio-to-text"}.intersection(tasks):
-        if not any((root / name).is_file() for name in TOKENIZER_FILES):
-            problems.append(
-                f"the snapshot has no tokenizer files ({', '.join(TOKENIZER_FILES)}): text cannot be "
-                "decoded; include them in model.allowPatterns"
-            )
+    needs_processor = needs_preprocessor.intersection(tasks) or "audio-to-text" in tasks
+    if needs_processor and not any((root / name).is_file() for name in PREPROCESSOR_FILES):
+        problems.append(
+            "the snapshot has no preprocessor_config.json (or processor_config.json): the model's "
+            "image/audio processor cannot be built; include it in model.allowPatterns"
+        )
+    needs_tokenizer = {"image-to-text", "audio-to-text"}.intersection(tasks)
+    if needs_tokenizer and not any((root / name).is_file() for name in TOKENIZER_FILES):
+        problems.append(
+            f"the snapshot has no tokenizer files ({', '.join(TOKENIZER_FILES)}): text cannot be "
+            "decoded; include them in model.allowPatterns"
+        )
     return problems
 
 
