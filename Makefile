@@ -39,6 +39,10 @@ lint: ## ruff (lint and format check) on all Python, mypy on the operator packag
 bench: ## Benchmarks (not tests): each prints a table with ratios against its baseline
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b $(BENCH_ARGS); done
 
+.PHONY: bench-gpu
+bench-gpu: install ## B9 on an NVIDIA GPU: real sd-turbo and Depth-Anything-V2-Small configs (random weights, fp16), worker vs in-process
+	$(BIN)/python bench/bench_runtimes.py --device cuda --sd-profile sd-turbo --depth-profile depth-anything-v2-small --size 512 --iterations 20
+
 .PHONY: bench-quick
 bench-quick: ## The benchmarks in their quick mode
 	@$(MAKE) --no-print-directory bench BENCH_ARGS=--quick

@@ -128,7 +128,8 @@ async def main_async(args: argparse.Namespace, work: Path) -> None:
 
     t0 = time.perf_counter()
     models = {"img2img": (sd_dir, "image-to-image"), "depth": (depth_dir, "depth-estimation")}
-    with running_task_triton(work / "triton", models, cpu_threads=int(THREADS)) as server:
+    gpu = device.is_cuda
+    with running_task_triton(work / "triton", models, cpu_threads=int(THREADS), gpu=gpu) as server:
         triton_ready = time.perf_counter() - t0
         rss = {pid: rss_mib(pid) for pid in stub_pids()}
         rows = []
@@ -142,15 +143,39 @@ async def main_async(args: argparse.Namespace, work: Path) -> None:
     print(
         f"\nB9 runtimes, {args.size}x{args.size}, {args.iterations} interleaved requests each, device {device.name}"
     )
-    print(f"{'task':<18}{'triton p50':>12}{'p90':>9}{'in-proc p50':>13}{'p90':>9}{'ratio p50':>11}")
+    header = f"{'task':<18}{'triton p50':>12}{'p90':>9}{'in-proc p50':>13}{'p90':>9}{'ratio p50':>11}"
+    print(header + f"{'frames/s triton':>17}{'in-proc':>9}")
     for name, t50, t90, l50, l90, ratio in rows:
-        print(f"{name:<18}{t50:>10.1f}ms{t90:>7.1f}ms{l50:>11.1f}ms{l90:>7.1f}ms{ratio:>10.3f}x")
+        line = f"{name:<18}{t50:>10.1f}ms{t90:>7.1f}ms{l50:>11.1f}ms{l90:>7.1f}ms{ratio:>10.3f}x"
+        print(line + f"{1e3 / t50:>17.2f}{1e3 / l50:>9.2f}")
     print(
         f"\nload: tritonserver start -> both models ready {triton_ready:.1f} s; in-process "
         + ", ".join(f"{task} {seconds:.1f} s" for task, seconds in loads.items())
     )
     print("RSS per Triton python-backend instance: " + ", ".join(f"{mib:.0f} MiB" for mib in rss.values()))
     print(f"RSS of this process (both runtimes in-process): {rss_mib(os.getpid()):.0f} MiB")
+    if gpu:
+        print(
+            f"VRAM in-process (peak allocated by torch): {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+        )
+        print(nvidia_smi_memory())
+
+
+def nvidia_smi_memory() -> str:
+    """Per-process GPU memory as the driver reports it (the Triton stubs included)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,process_name,used_memory", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except OSError as exc:
+        return f"nvidia-smi unavailable: {exc}"
+    return "VRAM per process (nvidia-smi):\n" + out
 
 
 def main() -> None:

@@ -80,6 +80,7 @@ def run_model_repo_task(
     task: str | None,
     *,
     serving: Mapping[str, object] | None = None,
+    kind: str = "KIND_CPU",
 ) -> subprocess.CompletedProcess[str]:
     """`lpbyoc-worker model-repo --task` as the init container runs it."""
     argv = [
@@ -94,7 +95,7 @@ def run_model_repo_task(
         "--serving-json",
         json.dumps(dict(serving or {})),
         "--kind",
-        "KIND_CPU",
+        kind,
     ]
     if task:
         argv += ["--task", task]
@@ -113,12 +114,14 @@ class TaskTriton:
 
 @contextmanager
 def running_task_triton(
-    workdir: Path, models: Mapping[str, tuple[Path, str]], *, cpu_threads: int = 1
+    workdir: Path, models: Mapping[str, tuple[Path, str]], *, cpu_threads: int = 1, gpu: bool = False
 ) -> Iterator[TaskTriton]:
     """One tritonserver serving `models` ({model name: (snapshot dir, task)}); stopped on exit."""
     repository = workdir / "models"
     for name, (weights_dir, task) in models.items():
-        generated = run_model_repo_task(weights_dir, repository, name, task)
+        generated = run_model_repo_task(
+            weights_dir, repository, name, task, kind="KIND_GPU" if gpu else "KIND_CPU"
+        )
         if generated.returncode != 0:
             raise RuntimeError(f"model-repo for {name} failed: {generated.stderr}")
     os.environ.setdefault("LPBYOC_CPU_THREADS", str(cpu_threads))
@@ -133,6 +136,7 @@ def running_task_triton(
                 grpc_port=grpc_port,
                 metrics_port=metrics_port,
                 exit_timeout_s=5,
+                gpu=gpu,
             ),
             runtime_dir=workdir / "triton",
             log_path=workdir / f"tritonserver-{attempt}.log",
