@@ -158,6 +158,9 @@ class Repo:
     commits: dict[str, dict[str, ServedFile]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)  # branch or tag → sha
     token: str | None = None  # private repo: only this Bearer token may read it
+    # Extra fields of the model-info answer, as the Hub sends them: `library_name`, `pipeline_tag`,
+    # `cardData` ({"library_name", "pipeline_tag", ...} from the README's front matter), `tags`.
+    info: dict[str, object] = field(default_factory=dict)
 
     def resolve(self, revision: str) -> str | None:
         if revision in self.commits:
@@ -210,10 +213,15 @@ class FakeHub:
         branch: str = "main",
         token: str | None = None,
         lfs: Mapping[str, bool] | None = None,
+        info: Mapping[str, object] | None = None,
     ) -> str:
-        """Create (or replace) a repo with one commit on `branch`; return the commit sha."""
+        """Create (or replace) a repo with one commit on `branch`; return the commit sha.
+
+        `info` adds fields to the model-info answer (e.g. `{"library_name": "diffusers",
+        "pipeline_tag": "text-to-image", "cardData": {...}}`).
+        """
         with self._lock:
-            self.repos[repo_id] = Repo(repo_id=repo_id, token=token)
+            self.repos[repo_id] = Repo(repo_id=repo_id, token=token, info=dict(info or {}))
         return self.commit(repo_id, files, branch=branch, lfs=lfs)
 
     def commit(
@@ -434,6 +442,7 @@ class _Handler(BaseHTTPRequestHandler):
             "sha": sha,
             "private": repo.token is not None,
             "siblings": [{"rfilename": p} for p in sorted(files)],
+            **repo.info,
         }
         return self._send_json(info, head=head)
 
@@ -702,6 +711,80 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
         time.sleep(interval)
 
 
+def _safetensors_bytes(tensors: Mapping[str, tuple[str, tuple[int, ...]]]) -> bytes:
+    """A valid safetensors file of zero-filled tensors {name: (dtype, shape)}, without torch."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    dtypes = {"F16": np.float16, "F32": np.float32, "I64": np.int64}
+    return save({name: np.zeros(shape, dtype=dtypes[dtype]) for name, (dtype, shape) in tensors.items()})
+
+
+def tiny_diffusers_files(
+    *, variant: str | None = "fp16", with_checkpoint: bool = True
+) -> dict[str, bytes | Content]:
+    """An SD-turbo-shaped repo: model_index.json, component configs, tokenizer files, fp32
+    safetensors plus their `variant` duplicates, and a top-level single-file checkpoint (the files
+    the default patterns must skip). Not a loadable pipeline: the weights are tiny placeholders."""
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    files: dict[str, bytes | Content] = {
+        "model_index.json": json.dumps(index, indent=2).encode(),
+        "README.md": b"---\nlibrary_name: diffusers\npipeline_tag: text-to-image\n---\n# tiny sd\n",
+        "feature_extractor/preprocessor_config.json": b'{"crop_size": 224}',
+        "scheduler/scheduler_config.json": b'{"_class_name": "EulerDiscreteScheduler"}',
+        "tokenizer/vocab.json": b'{"a": 0, "b": 1}',
+        "tokenizer/merges.txt": b"#version: 0.2\na b\n",
+        "tokenizer/tokenizer_config.json": b"{}",
+        "tokenizer/special_tokens_map.json": b"{}",
+    }
+    for component, stem in (
+        ("text_encoder", "model"),
+        ("unet", "diffusion_pytorch_model"),
+        ("vae", "diffusion_pytorch_model"),
+    ):
+        files[f"{component}/config.json"] = json.dumps({"_class_name": index[component][1]}).encode()
+        files[f"{component}/{stem}.safetensors"] = _safetensors_bytes({"w": ("F32", (64, 64))})
+        if variant:
+            files[f"{component}/{stem}.{variant}.safetensors"] = _safetensors_bytes({"w": ("F16", (64, 64))})
+    files["unet/diffusion_pytorch_model.bin"] = PatternBlob(20_000, seed=7)
+    if with_checkpoint:
+        files["sd_turbo.safetensors"] = PatternBlob(300_000, seed=8)
+        files["sd_turbo.ckpt"] = PatternBlob(300_000, seed=9)
+    return files
+
+
+def tiny_transformers_files(
+    architecture: str = "WhisperForConditionalGeneration", model_type: str = "whisper"
+) -> dict[str, bytes | Content]:
+    """A Whisper-shaped transformers repo: config, processor/tokenizer files, model.safetensors and
+    the pytorch/TF/Flax duplicates the default patterns must skip (tiny placeholder weights)."""
+    return {
+        "config.json": json.dumps({"architectures": [architecture], "model_type": model_type}).encode(),
+        "generation_config.json": b"{}",
+        "preprocessor_config.json": b'{"feature_size": 80}',
+        "tokenizer.json": b'{"version": "1.0"}',
+        "tokenizer_config.json": b"{}",
+        "vocab.json": b'{"a": 0}',
+        "merges.txt": b"#version: 0.2\n",
+        "normalizer.json": b"{}",
+        "README.md": b"# tiny whisper\n",
+        "model.safetensors": _safetensors_bytes({"w": ("F32", (32, 32)), "b": ("F32", (32,))}),
+        "pytorch_model.bin": PatternBlob(4_000, seed=3),
+        "tf_model.h5": PatternBlob(4_000, seed=4),
+        "flax_model.msgpack": PatternBlob(4_000, seed=5),
+    }
+
+
 __all__ = [
     "Content",
     "FakeHub",
@@ -711,8 +794,10 @@ __all__ = [
     "git_blob_oid",
     "self_signed_cert",
     "serve_hub",
+    "tiny_diffusers_files",
     "tiny_model_files",
     "tiny_torchscript_model",
+    "tiny_transformers_files",
     "wait_until",
     "write_files",
 ]

@@ -17,10 +17,10 @@
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# worker Deployments
+# worker Deployments (deleted when the cached model cannot serve the capability)
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # worker Services
 - apiGroups: [""]
   resources: ["services"]

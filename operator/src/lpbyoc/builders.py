@@ -14,7 +14,7 @@ from typing import Any
 
 from lightkube.utils.quantity import parse_quantity
 
-from lpbyoc import naming
+from lpbyoc import compat, naming
 from lpbyoc.settings import OperatorSettings
 from lpbyoc.spec import API_VERSION, KIND, LivepeerCapabilitySpec, SecretKeyRef
 
@@ -40,6 +40,13 @@ class BuildContext:
     prefetch_users: tuple[tuple[str, str], ...] = ()
     # Size of a shared claim: the largest any user asks for (`largest_quantity`); None = this spec's.
     cache_size: str | None = None
+    # The task the worker serves, when the recorded model settled it (lpbyoc.compat.judge); None =
+    # what the spec says (serving.task, else the pipeline's).
+    task: str | None = None
+
+    @property
+    def worker_task(self) -> str | None:
+        return self.task or compat.spec_task(self.spec)
 
     def __post_init__(self) -> None:
         users = tuple(sorted({*self.cache_users, (self.name, self.uid)}))
@@ -171,6 +178,8 @@ def prefetch_command(ctx: BuildContext) -> list[str]:
         cmd += ["--allow", pattern]
     for pattern in model.ignore_patterns:
         cmd += ["--ignore", pattern]
+    if model.variant:
+        cmd += ["--variant", model.variant]
     cmd += [
         "--cache-dir",
         naming.CACHE_MOUNT,
@@ -259,10 +268,15 @@ def serving_json(spec: LivepeerCapabilitySpec) -> str:
 
 
 def serving_hash(ctx: BuildContext) -> str:
-    """Changes whenever what the pod serves changes, so a rollout is visible on the template."""
-    return naming.h(
-        ctx.resolved_revision, ctx.spec.model.repo, ctx.spec.serving.model_dump(by_alias=True, mode="json")
-    )
+    """Changes whenever what the pod serves changes, so a rollout is visible on the template.
+
+    Fields added later (task, variant) count only when set: an upgrade alone rolls nothing."""
+    serving = ctx.spec.serving.model_dump(by_alias=True, mode="json")
+    serving.pop("task", None)
+    parts: list[Any] = [ctx.resolved_revision, ctx.spec.model.repo, serving]
+    if ctx.worker_task or ctx.spec.model.variant:
+        parts.append({"task": ctx.worker_task, "variant": ctx.spec.model.variant})
+    return naming.h(*parts)
 
 
 def _resource_list(values: dict[str, Any]) -> dict[str, Any]:
@@ -305,9 +319,21 @@ def adapter_command(ctx: BuildContext) -> list[str]:
     if spec.capability.pipeline is not None:
         cmd += ["--pipeline", spec.capability.pipeline]
     cmd += ["--model-id", spec.model_id, "--max-body-bytes", str(spec.serving.max_body_bytes)]
+    if ctx.worker_task:
+        cmd += ["--task", ctx.worker_task]
     if spec.capability.integration == "liveRunner":
         cmd.append("--live-runner")
     return cmd
+
+
+def model_repo_extra_args(ctx: BuildContext) -> list[str]:
+    """`--task` (what a diffusers/transformers snapshot serves) and `--variant` when known."""
+    args: list[str] = []
+    if ctx.worker_task:
+        args += ["--task", ctx.worker_task]
+    if ctx.spec.model.variant:
+        args += ["--variant", ctx.spec.model.variant]
+    return args
 
 
 def _adapter_env(ctx: BuildContext) -> list[dict[str, Any]]:
@@ -402,6 +428,7 @@ def build_worker_deployment(ctx: BuildContext) -> dict[str, Any]:
             serving_json(spec),
             "--kind",
             triton_kind(ctx),
+            *model_repo_extra_args(ctx),
         ],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "volumeMounts": [cache_mount, models_mount, _tmp_mount()],

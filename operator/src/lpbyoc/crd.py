@@ -109,6 +109,28 @@ def status_schema() -> dict[str, Any]:
             "endpoint": {"type": "string", "description": "In-cluster URL of the worker Service."},
             "resolvedRevision": {"type": "string", "description": "Commit SHA the revision resolved to."},
             "progress": {"type": "string", "description": "Prefetch progress, e.g. 42%."},
+            "model": {
+                "type": "object",
+                "description": "What the cached snapshot is, as the prefetcher detected it.",
+                "properties": {
+                    "format": {
+                        "type": "string",
+                        "description": "diffusers, transformers, torchscript, tritonRepository or unknown.",
+                    },
+                    "className": {
+                        "type": "string",
+                        "description": "diffusers _class_name or the first transformers architecture.",
+                    },
+                    "task": {"type": "string", "description": "The task the worker serves."},
+                    "tasks": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Every task the model can serve.",
+                    },
+                    "weightBytes": dict(integer),
+                    "weightDtype": {"type": "string", "description": "Dominant safetensors dtype, e.g. F16."},
+                },
+            },
             "download": {
                 "type": "object",
                 "properties": {
@@ -131,6 +153,7 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+    {"name": "Class", "type": "string", "jsonPath": ".status.model.className", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 )
 

@@ -67,14 +67,16 @@ def cache_claim_name(spec: LivepeerCapabilitySpec) -> str:
 
 def prefetch_job_name(spec: LivepeerCapabilitySpec) -> str:
     model = spec.model
-    key = h(
+    parts: list[Any] = [
         cache_claim_name(spec),
         model.repo,
         model.revision,
         list(model.allow_patterns),
         list(model.ignore_patterns),
-    )
-    return f"lpbyoc-prefetch-{key}"
+    ]
+    if model.variant:  # another file selection; without one, names stay what they were
+        parts.append(model.variant)
+    return f"lpbyoc-prefetch-{h(*parts)}"
 
 
 def worker_name(cr_name: str) -> str:

@@ -32,6 +32,8 @@ PREFETCH_FAILURE_REASONS = frozenset(
 # Failures a retry cannot fix: the spec (or the Hub) must change first.
 PERMANENT_PREFETCH_REASONS = frozenset({"Unauthorized", "RepoNotFound", "RevisionNotFound", "EntryNotFound"})
 
+MODEL_INCOMPATIBLE = "ModelIncompatible"
+
 PHASES = ("Pending", "Downloading", "Deploying", "Ready", "Degraded", "Failed")
 
 
@@ -66,6 +68,8 @@ class Observed:
     deployment: DeploymentObserved | None = None
     unschedulable: SchedulingProblem | None = None
     registered: ConditionResult | None = None  # from lpbyoc.orchestrator
+    model: Mapping[str, Any] | None = None  # `.status.model` (lpbyoc.compat.judge)
+    model_problem: str | None = None  # why the cached model cannot serve the capability
 
 
 def is_gpu_shortage(problem: SchedulingProblem, gpu_resource_name: str = "nvidia.com/gpu") -> bool:
@@ -159,6 +163,9 @@ def _weights_cached(obs: Observed, spec_valid: ConditionResult) -> ConditionResu
 def _worker_available(obs: Observed, weights: ConditionResult) -> ConditionResult:
     if weights.status != "True":
         return ConditionResult("False", "WaitingForWeights", "the worker starts once the weights are cached")
+    if obs.model_problem:
+        # Decided before the Deployment exists: no pod asks for a GPU it could never use.
+        return ConditionResult("False", MODEL_INCOMPATIBLE, obs.model_problem)
     if obs.desired_replicas == 0:
         return ConditionResult("False", "ScaledToZero", "spec.replicas is 0")
     wanted = obs.desired_replicas
@@ -223,6 +230,8 @@ def compute_phase(conds: Mapping[str, ConditionResult], obs: Observed) -> str:
     if obs.prefetch_state == "failed":
         transient = weights_reason in PREFETCH_FAILURE_REASONS - PERMANENT_PREFETCH_REASONS
         return "Downloading" if transient else "Failed"
+    if conds[WORKER_AVAILABLE].reason == MODEL_INCOMPATIBLE:
+        return "Failed"  # only a spec change (pipeline, serving.task, model) fixes it
     if conds[READY].status == "True":
         return "Degraded" if conds[WORKER_AVAILABLE].reason != "Available" else "Ready"
     if conds[WEIGHTS_CACHED].status != "True":
@@ -266,6 +275,8 @@ def desired_status(
     }
     if resolved_revision:
         status["resolvedRevision"] = resolved_revision
+    if obs.model:
+        status["model"] = dict(obs.model)
     if obs.prefetch_state == "running":
         status["progress"] = progress_text(obs.prefetch_progress) or "0%"
         download = download_status(obs.prefetch_progress)

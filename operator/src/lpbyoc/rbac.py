@@ -42,7 +42,12 @@ RULES: tuple[Rule, ...] = (
         ("list", "watch", "create", "patch", "delete"),
         "prefetch Jobs; a failed Job is deleted and retried",
     ),
-    Rule("apps", "deployments", ("list", "watch", "create", "patch"), "worker Deployments"),
+    Rule(
+        "apps",
+        "deployments",
+        ("list", "watch", "create", "patch", "delete"),
+        "worker Deployments (deleted when the cached model cannot serve the capability)",
+    ),
     Rule("", "services", ("list", "watch", "create", "patch"), "worker Services"),
     Rule("", "pods", ("list", "watch"), "scheduling failures (WaitingForGPU), prefetch progress and results"),
     Rule("", "configmaps", ("get", "create", "patch"), "aiModels.json per orchestrator"),

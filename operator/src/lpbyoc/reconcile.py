@@ -24,7 +24,7 @@ from typing import Any, Literal, cast
 import kopf
 from pydantic import ValidationError
 
-from lpbyoc import metrics, naming, orchestrator
+from lpbyoc import compat, metrics, naming, orchestrator
 from lpbyoc.builders import BuildContext, build_children, largest_quantity
 from lpbyoc.conditions import READY, find, merge, status_patch
 from lpbyoc.kube import Kube, KubeError
@@ -455,6 +455,13 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
         metrics.forget_prefetch(namespace, name)
 
     revision = resolved_revision(spec, prefetch, previous_status)
+    # What the cache holds, and whether it can serve this capability: decided before the worker
+    # Deployment exists, so an incompatible model never schedules a pod that asks for a GPU.
+    verdict = (
+        compat.judge(spec, compat.recorded_model(prefetch.result, previous_status, revision))
+        if revision is not None
+        else compat.Verdict(task=None, problem=None, status=None)
+    )
     users = [u for u in idx.users_of(namespace, claim) if not u.deleting]
     ctx = BuildContext(
         namespace=namespace,
@@ -469,8 +476,10 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
         cache_size=largest_quantity([u.size for u in users if u.size] + [str(spec.cache.size)]),
         retain_cache=any(u.retain for u in users),
         settings=rt.settings,
+        task=verdict.task,
     )
-    for desired in build_children(ctx, weights_ready=revision is not None):
+    servable = revision is not None and verdict.problem is None
+    for desired in build_children(ctx, weights_ready=servable):
         kind = desired["kind"]
         observed_record = idx.child(kind, namespace, desired["metadata"]["name"])
         observed = observed_record.body() if observed_record is not None else None
@@ -482,6 +491,10 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
         await rt.kube.ensure(desired, observed)
 
     deployment_record = idx.child("Deployment", namespace, worker)
+    if verdict.problem is not None and deployment_record is not None:
+        # The spec now asks for what the model cannot serve: its pods would fail (holding GPUs).
+        await rt.kube.delete("apps/v1", "Deployment", worker, namespace)
+        deployment_record = None
     deployment = observe_deployment(deployment_record.body() if deployment_record is not None else None)
     unschedulable, ready_ips = observe_workers(
         idx.pods_of(("capability", namespace, naming.label_value(name)))
@@ -512,6 +525,8 @@ async def reconcile_capability(rt: Runtime, key: Key) -> Outcome:
         deployment=deployment,
         unschedulable=unschedulable,
         registered=registered,
+        model=verdict.status,
+        model_problem=verdict.problem,
     )
     phase = await _report(
         rt, cap, obs, previous=previous_status, endpoint=endpoint, resolved_revision=revision

@@ -37,6 +37,23 @@ Pipeline = Literal[
 ]
 PIPELINES: tuple[str, ...] = Pipeline.__args__  # type: ignore[attr-defined]
 
+# What a diffusers/transformers model does (the worker's task registry, runtimes/registry.py).
+Task = Literal[
+    "text-to-image",
+    "image-to-image",
+    "upscale",
+    "image-to-video",
+    "depth-estimation",
+    "image-segmentation",
+    "segment-anything-2",
+    "image-to-text",
+    "audio-to-text",
+]
+TASKS: tuple[str, ...] = Task.__args__  # type: ignore[attr-defined]
+# Tasks a live-video capability runs frame by frame.
+LIVE_TASKS: tuple[str, ...] = ("image-to-image", "depth-estimation", "image-segmentation")
+HF_FORMATS: tuple[str, ...] = ("diffusers", "transformers")
+
 Integration = Literal["aiModels", "byoc", "liveRunner"]
 Currency = Literal["", "wei", "eth", "usd"]
 AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]
@@ -126,6 +143,12 @@ class ModelSource(_Model):
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hub token for gated or private repos."
     )
+    variant: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,32}$",
+        description="Weight variant, e.g. fp16: the default file selection takes *.fp16.safetensors "
+        "instead of the full-precision files, and the worker loads that variant.",
+    )
 
 
 def _default_access_modes() -> list[AccessMode]:
@@ -190,9 +213,10 @@ class TritonSpec(_Model):
         }
     )
 
-    model_format: Literal["auto", "torchscript", "tritonRepository"] = Field(
+    model_format: Literal["auto", "torchscript", "tritonRepository", "diffusers", "transformers"] = Field(
         default="auto",
-        description="auto: a repo with config.pbtxt is served as is, else TorchScript.",
+        description="auto: model_index.json at the top is diffusers, config.json with architectures "
+        "is transformers, then a TorchScript file, then a Triton repository (config.pbtxt) as is.",
     )
     max_batch_size: int = Field(default=8, ge=0, le=1024)
     instance_count: int = Field(default=1, ge=1, le=16)
@@ -207,6 +231,11 @@ class ServingSpec(_Model):
     port: int = Field(default=8000, ge=1024, le=65535, description="Adapter port (runners use 8000).")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     triton: TritonSpec = Field(default_factory=TritonSpec)
+    task: Task | None = Field(
+        default=None,
+        description="What a diffusers/transformers model does, when the capability's pipeline does not "
+        "say it (byoc, live-video-to-video): e.g. depth-estimation. Overrides the pipeline's task.",
+    )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None,
         description="Bearer token the orchestrator must send to the worker (Authorization: Bearer).",
@@ -319,6 +348,21 @@ class LivepeerCapabilitySpec(_Model):
                 _cel(
                     "self.pricing.currency != 'usd' || self.capability.integration == 'liveRunner'",
                     "currency usd is only understood by liveRunner price_info",
+                ),
+                _cel(
+                    "!has(self.capability.pipeline) || self.capability.pipeline != 'live-video-to-video'"
+                    " || !has(self.serving.triton.modelFormat)"
+                    " || !(self.serving.triton.modelFormat in ['diffusers', 'transformers'])"
+                    " || (has(self.serving.task) && self.serving.task in ['image-to-image', 'depth-estimation', 'image-segmentation'])",
+                    "a live-video-to-video capability serving a diffusers/transformers model needs "
+                    "serving.task: image-to-image, depth-estimation or image-segmentation",
+                ),
+                _cel(
+                    "!has(self.serving.task) || !has(self.capability.pipeline)"
+                    " || self.capability.pipeline != 'live-video-to-video'"
+                    " || self.serving.task in ['image-to-image', 'depth-estimation', 'image-segmentation']",
+                    "live-video-to-video runs frame by frame: serving.task must be image-to-image, "
+                    "depth-estimation or image-segmentation",
                 ),
             ]
         }

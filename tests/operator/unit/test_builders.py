@@ -288,6 +288,48 @@ def test_pipeline_flag_only_when_set() -> None:
     assert cmd[cmd.index("--model-id") + 1] == "sd"
 
 
+def test_task_and_variant_reach_model_repo_and_adapter() -> None:
+    def commands(ctx: BuildContext) -> tuple[list[str], list[str]]:
+        dep = builders.build_worker_deployment(ctx)
+        return container(dep, "model-repo")["command"], container(dep, "adapter")["command"]
+
+    init, adapter = commands(ctx_with({"capability.pipeline": "image-to-image", "model.variant": "fp16"}))
+    assert init[init.index("--task") + 1] == "image-to-image" == adapter[adapter.index("--task") + 1]
+    assert init[init.index("--variant") + 1] == "fp16" and "--variant" not in adapter
+    # serving.task names the task when the pipeline does not (live video, byoc).
+    init, adapter = commands(
+        ctx_with({"capability.pipeline": "live-video-to-video", "serving.task": "depth-estimation"})
+    )
+    assert init[init.index("--task") + 1] == "depth-estimation" == adapter[adapter.index("--task") + 1]
+    # The task the recorded model settled (its only one) when the spec names none.
+    init, adapter = commands(ctx_with(task="depth-estimation"))
+    assert init[init.index("--task") + 1] == "depth-estimation" == adapter[adapter.index("--task") + 1]
+    # Nothing known: no flag (TorchScript byoc as before).
+    init, adapter = commands(ctx_with())
+    assert "--task" not in init and "--task" not in adapter and "--variant" not in init
+
+
+def test_variant_goes_to_the_prefetch_job_and_names_another_job() -> None:
+    plain = ctx_with()
+    fp16 = ctx_with({"model.variant": "fp16"})
+    command = builders.build_prefetch_job(fp16)["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--variant") + 1] == "fp16"
+    assert "--variant" not in builders.prefetch_command(plain)
+    assert naming.prefetch_job_name(fp16.spec) != naming.prefetch_job_name(plain.spec)
+
+
+def test_serving_json_carries_the_new_model_formats() -> None:
+    import json
+
+    from lpbyoc_worker.modelrepo.serving import parse_serving
+
+    for fmt in ("diffusers", "transformers"):
+        ctx = ctx_with({"serving.triton": {"modelFormat": fmt}})
+        text = builders.serving_json(ctx.spec)
+        assert json.loads(text)["modelFormat"] == fmt
+        assert parse_serving(text).model_format == fmt  # the worker reads what the operator writes
+
+
 def test_live_runner_pods_get_their_ip_and_orch_secret_by_reference() -> None:
     env = env_of(
         container(
@@ -310,6 +352,8 @@ def test_serving_hash_changes_with_what_is_served_only() -> None:
     assert template_hash(ctx_with({"serving.triton.maxBatchSize": 2})) != base
     assert template_hash(ctx_with(resolved_revision="f" * 40)) != base
     assert template_hash(ctx_with({"replicas": 5})) == base
+    assert template_hash(ctx_with({"serving.task": "depth-estimation"})) != base
+    assert template_hash(ctx_with({"model.variant": "fp16"})) != base
 
 
 def test_deployment_needs_the_resolved_revision() -> None:

@@ -211,9 +211,20 @@ def test_crd_metadata_subresources_and_columns() -> None:
         "Ready": ".status.readyReplicas",
         "Progress": ".status.progress",
         "Endpoint": ".status.endpoint",
+        "Class": ".status.model.className",
         "Age": ".metadata.creationTimestamp",
     }
+    wide_only = {c["name"] for c in version["additionalPrinterColumns"] if c.get("priority") == 1}
+    assert wide_only == {"Endpoint", "Class"}  # `kubectl get lpcap -o wide` shows the model class
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert set(status["model"]["properties"]) == {
+        "format",
+        "className",
+        "task",
+        "tasks",
+        "weightBytes",
+        "weightDtype",
+    }
     assert set(status["download"]["properties"]) == {
         "bytesDone",
         "bytesTotal",

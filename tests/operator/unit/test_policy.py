@@ -169,6 +169,18 @@ CASES: dict[str, tuple[Observed, dict[str, tuple[str, str]], str]] = {
         {WORKER_AVAILABLE: ("True", "WaitingForGPU")},
         "Degraded",
     ),
+    "model-incompatible": (
+        replace(
+            CACHED,
+            model_problem="transformers WhisperForConditionalGeneration cannot serve image-to-image",
+        ),
+        {
+            WEIGHTS_CACHED: ("True", "Cached"),
+            WORKER_AVAILABLE: ("False", "ModelIncompatible"),
+            READY: ("False", "ModelIncompatible"),
+        },
+        "Failed",
+    ),
     "scaled-to-zero": (
         replace(CACHED, desired_replicas=0, deployment=DeploymentObserved(0, 0, 0, 0)),
         {WORKER_AVAILABLE: ("False", "ScaledToZero"), READY: ("False", "ScaledToZero")},
@@ -184,6 +196,26 @@ def test_conditions_and_phase(observed: Observed, expected: dict[str, tuple[str,
     assert {t: (conds[t].status, conds[t].reason) for t in expected} == expected
     assert all(c.message for c in conds.values()), conds
     assert compute_phase(conds, observed) == phase
+
+
+def test_model_status_and_incompatibility_message() -> None:
+    model = {"format": "diffusers", "className": "StableDiffusionPipeline", "task": "image-to-image"}
+    observed = replace(CACHED, model=model, model_problem="diffusers StableDiffusionPipeline cannot serve x")
+    conds = compute_conditions(observed)
+    assert conds[READY].message == "WorkerAvailable: diffusers StableDiffusionPipeline cannot serve x"
+    status = desired_status(
+        observed, [], observed_generation=1, endpoint="", selector="", resolved_revision="abc", phase="Failed"
+    )
+    assert status["model"] == model
+    assert "model" not in desired_status(
+        CACHED,
+        [],
+        observed_generation=1,
+        endpoint="",
+        selector="",
+        resolved_revision="abc",
+        phase="Deploying",
+    )
 
 
 def test_messages_say_what_is_happening() -> None:

@@ -71,6 +71,23 @@ def test_valid_body_parses_to_the_model_with_defaults() -> None:
             {"spec.serving.triton": {"maxBatchSize": 0}},
             "dynamicBatching needs maxBatchSize > 0",
         ),
+        ({"spec.model.variant": "FP16"}, "spec.model.variant: Invalid value: 'FP16'"),
+        ({"spec.serving.task": "text-generation"}, "spec.serving.task: 'text-generation' is not one of"),
+        (
+            {"spec.serving.triton": {"modelFormat": "onnx"}},
+            "spec.serving.triton.modelFormat: 'onnx' is not one of",
+        ),
+        (
+            {
+                "spec.capability.pipeline": "live-video-to-video",
+                "spec.serving.triton": {"modelFormat": "diffusers"},
+            },
+            "a live-video-to-video capability serving a diffusers/transformers model needs serving.task",
+        ),
+        (
+            {"spec.capability.pipeline": "live-video-to-video", "spec.serving.task": "audio-to-text"},
+            "live-video-to-video runs frame by frame: serving.task must be",
+        ),
         ({"spec.surprise": True}, 'unknown field "spec.surprise"'),
         ({"spec.gpu.count_": 1}, 'unknown field "spec.gpu.count_"'),
         ({"spec.model": ...}, "'model' is a required property"),
@@ -134,6 +151,28 @@ def test_allowed_updates_pass_transition_rules() -> None:
     assert (
         validation_errors(with_changes(BYOC_BODY, {"spec.cache.storageClassName": "fast"}), BYOC_BODY) == []
     )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"spec.model.variant": "fp16", "spec.serving.triton": {"modelFormat": "diffusers"}},
+        {"spec.serving.task": "depth-estimation", "spec.serving.triton": {"modelFormat": "transformers"}},
+        {
+            "spec.capability.pipeline": "live-video-to-video",
+            "spec.serving.task": "depth-estimation",
+            "spec.serving.triton": {"modelFormat": "transformers"},
+        },
+        # Auto format: the operator decides from the detected snapshot (the CEL rule cannot know it).
+        {"spec.capability.pipeline": "live-video-to-video"},
+        {
+            "spec.capability.pipeline": "live-video-to-video",
+            "spec.serving.triton": {"modelFormat": "torchscript"},
+        },
+    ],
+)
+def test_model_format_task_and_variant_combinations_that_are_valid(changes: dict[str, Any]) -> None:
+    assert validation_errors(with_changes(BYOC_BODY, changes)) == []
 
 
 def test_aimodels_body_is_valid_and_usd_allowed_for_live_runner() -> None:

@@ -16,7 +16,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +43,21 @@ class Marker:
     sha: str
     files: tuple[ManifestEntry, ...]
     completed_at: str
+    # What the snapshot is (runtimes.detect.SnapshotInfo.to_json() plus the Hub's libraryName and
+    # pipelineTag); None in markers written before the prefetcher recorded it.
+    model: dict[str, Any] | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "repo": self.repo,
             "revision": self.revision,
             "sha": self.sha,
             "files": [asdict(f) for f in self.files],
             "completedAt": self.completed_at,
         }
+        if self.model is not None:
+            data["model"] = self.model
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> Marker:
@@ -69,6 +75,7 @@ class Marker:
                 sha=str(data["sha"]),
                 files=files,
                 completed_at=str(data["completedAt"]),
+                model=data["model"] if isinstance(data.get("model"), dict) else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"marker is malformed: {exc!r}") from exc

@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ignore", action="append", default=[], metavar="PATTERN", help="skip files matching"
     )
+    parser.add_argument(
+        "--variant",
+        default=None,
+        help="weight variant (e.g. fp16) the default file selection takes; ignored with --allow",
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("/cache"), help="the weights cache volume")
     parser.add_argument(
         "--progress-port", type=int, default=9090, help="HTTP /progress and /metrics; 0: any, -1: off"
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         allow=tuple(args.allow),
         ignore=tuple(args.ignore),
         verify=args.verify,
+        variant=args.variant or None,
         parallel=max(1, args.parallel),
         transfer=TransferSettings(
             stall_timeout=args.stall_timeout,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from huggingface_hub import HfApi
@@ -50,6 +52,9 @@ class Plan:
     revision: str
     sha: str
     files: tuple[RemoteFile, ...]
+    # What the Hub says about the model: {"libraryName", "pipelineTag"} when it says it.
+    hub: dict[str, Any] = field(default_factory=dict)
+    layout: str = "patterns"  # "patterns" (the user's allow patterns) or what select_default_files saw
 
     @property
     def total_bytes(self) -> int:
@@ -57,9 +62,17 @@ class Plan:
 
 
 def make_plan(
-    api: HfApi, repo: str, revision: str, allow: Sequence[str] | None, ignore: Sequence[str] | None
+    api: HfApi,
+    repo: str,
+    revision: str,
+    allow: Sequence[str] | None,
+    ignore: Sequence[str] | None,
+    variant: str | None = None,
 ) -> Plan:
-    """Resolve `revision` to its commit sha, then list that commit (not the moving ref) and filter it."""
+    """Resolve `revision` to its commit sha, then list that commit (not the moving ref) and filter it.
+
+    Without allow patterns the files are those the detected format loads (`select_default_files`).
+    """
     try:
         repo_dirname(repo)
     except SnapshotError as exc:
@@ -72,6 +85,12 @@ def make_plan(
         entries = [
             e for e in api.list_repo_tree(repo, revision=sha, recursive=True) if isinstance(e, RepoFile)
         ]
+    layout = "patterns"
+    if not allow:
+        selection = select_default_files([e.path for e in entries], variant)
+        layout = selection.layout
+        chosen = set(selection.paths)
+        entries = [e for e in entries if e.path in chosen]
     selected = filter_repo_objects(
         entries,
         allow_patterns=list(allow or []) or None,
@@ -97,7 +116,124 @@ def make_plan(
             ENTRY_NOT_FOUND,
             f"no file of {repo}@{sha[:12]} matches allow={list(allow or [])} ignore={list(ignore or [])}",
         )
-    return Plan(repo=repo, revision=revision, sha=sha, files=tuple(sorted(files, key=_path)))
+    return Plan(
+        repo=repo,
+        revision=revision,
+        sha=sha,
+        files=tuple(sorted(files, key=_path)),
+        hub=hub_model_info(info),
+        layout=layout,
+    )
+
+
+def hub_model_info(info: Any) -> dict[str, Any]:
+    """The Hub's `library_name` and `pipeline_tag` (top level, else the model card's), when given."""
+    card = getattr(info, "card_data", None)
+    out: dict[str, Any] = {}
+    for key, attr in (("libraryName", "library_name"), ("pipelineTag", "pipeline_tag")):
+        value = getattr(info, attr, None) or (card.get(attr) if card is not None else None)
+        if isinstance(value, str) and value:
+            out[key] = value[:64]
+    return out
+
+
+# ----- default file selection by detected format (no allow patterns given) ------------------------
+
+DIFFUSERS_INDEX = "model_index.json"
+TRANSFORMERS_CONFIG = "config.json"
+# Files a loader reads beside the weights: configs, tokenizer/processor files, vocabularies.
+_SIDECAR_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")
+# pytorch pickles that are weights (others, like training_args.bin, are not); every other weight
+# format (*.ckpt, ONNX, Flax *.msgpack, TF *.h5, GGUF) is never chosen by default.
+_BIN_WEIGHT_PREFIXES = ("pytorch_model", "diffusion_pytorch_model", "model")
+_SHARD_RE = re.compile(r"-\d{5}-of-\d{5}$")
+_INDEX_RE = re.compile(r"^(?P<stem>.+)\.(?P<kind>safetensors|bin)\.index(?:\.(?P<variant>[^.]+))?\.json$")
+
+
+@dataclass(frozen=True)
+class DefaultSelection:
+    """What the default patterns chose: the detected layout and the file paths to fetch."""
+
+    layout: str  # "diffusers" | "transformers" | "all"
+    paths: tuple[str, ...]
+
+
+def _weight_kind(name: str) -> tuple[str, str | None] | None:
+    """("safetensors"|"bin", variant) for a weight file or its shard index; None for anything else.
+
+    `diffusion_pytorch_model.fp16.safetensors`, `model.fp16-00001-of-00002.safetensors` and
+    `model.safetensors.index.fp16.json` are variant "fp16"; `model.safetensors` has none.
+    """
+    index = _INDEX_RE.match(name)
+    if index is not None:
+        return index["kind"], index["variant"]
+    for kind in ("safetensors", "bin"):
+        if kind == "bin" and not name.startswith(_BIN_WEIGHT_PREFIXES):
+            continue
+        if name.endswith(f".{kind}"):
+            stem = _SHARD_RE.sub("", name[: -len(kind) - 1])
+            _, dot, variant = stem.rpartition(".")
+            return kind, (variant if dot and variant else None)
+    return None
+
+
+def _pick_weights(names: Sequence[str], variant: str | None) -> list[str]:
+    """The weight files (and shard indexes) of one component directory that its loader reads.
+
+    safetensors over pytorch .bin; with a variant its files, falling back to the plain ones;
+    without one the plain files, falling back to a variant when the component has only those.
+    """
+    by_kind: dict[str, dict[str | None, list[str]]] = {}
+    for name in names:
+        kind = _weight_kind(name)
+        if kind is not None:
+            by_kind.setdefault(kind[0], {}).setdefault(kind[1], []).append(name)
+    groups = by_kind.get("safetensors") or by_kind.get("bin") or {}
+    if not groups:
+        return []
+    if variant is not None and variant in groups:
+        return groups[variant]
+    if None in groups:
+        return groups[None]
+    preferred = "fp16" if "fp16" in groups else sorted(v for v in groups if v is not None)[0]
+    return groups[preferred]
+
+
+def _is_sidecar(name: str) -> bool:
+    return name.endswith(_SIDECAR_SUFFIXES) and _weight_kind(name) is None
+
+
+def _select_dir(names: Sequence[str], variant: str | None) -> list[str]:
+    return [n for n in names if _is_sidecar(n)] + _pick_weights(names, variant)
+
+
+def select_default_files(paths: Sequence[str], variant: str | None = None) -> DefaultSelection:
+    """The files a repo's detected format loads, decided from the Hub's file list alone (pure).
+
+    - `model_index.json` at the top → diffusers: that file, and in each top-level component
+      directory its configs/tokenizer files and weights (safetensors only when there are any, the
+      `variant` files when asked and present); top-level single-file checkpoints, `*.ckpt`, ONNX,
+      Flax and TF weights are left out.
+    - `config.json` and safetensors or pytorch weights at the top → transformers: the top-level
+      configs/tokenizer/processor files and weights, chosen the same way.
+    - otherwise every file (the behaviour without format detection).
+    """
+    top = [p for p in paths if "/" not in p]
+    if DIFFUSERS_INDEX in top:
+        dirs: dict[str, list[str]] = {}
+        for path in paths:
+            head, sep, tail = path.partition("/")
+            if sep and "/" not in tail and not head.startswith("."):
+                dirs.setdefault(head, []).append(tail)
+        chosen = [DIFFUSERS_INDEX]
+        for head, names in sorted(dirs.items()):
+            chosen += [f"{head}/{name}" for name in _select_dir(names, variant)]
+        return DefaultSelection("diffusers", tuple(sorted(chosen)))
+    top_weights = _pick_weights(top, variant)
+    if TRANSFORMERS_CONFIG in top and top_weights:
+        chosen = [n for n in top if _is_sidecar(n)] + top_weights
+        return DefaultSelection("transformers", tuple(sorted(chosen)))
+    return DefaultSelection("all", tuple(sorted(paths)))
 
 
 def _path(entry: RepoFile | RemoteFile) -> str:

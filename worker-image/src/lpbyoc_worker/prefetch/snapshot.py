@@ -14,9 +14,11 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi
 
+from lpbyoc_worker.runtimes import detect
 from lpbyoc_worker.weights import (
     ManifestEntry,
     Marker,
@@ -49,6 +51,7 @@ class PrefetchRequest:
     allow: Sequence[str] = ()
     ignore: Sequence[str] = ()
     verify: bool = False
+    variant: str | None = None  # diffusers/transformers weight variant the default patterns pick
     parallel: int = 4
     transfer: TransferSettings = field(default_factory=TransferSettings)
 
@@ -76,7 +79,9 @@ def _plan_with_retries(api: HfApi, request: PrefetchRequest) -> Plan:
     failures = 0
     while True:
         try:
-            return make_plan(api, request.repo, request.revision, request.allow, request.ignore)
+            return make_plan(
+                api, request.repo, request.revision, request.allow, request.ignore, request.variant
+            )
         except PrefetchError as exc:
             failures += 1
             if exc.reason != NETWORK_ERROR or failures > settings.max_retries:
@@ -107,7 +112,7 @@ def _complete_snapshot(request: PrefetchRequest, plan: Plan, progress: Progress)
     if marker is not None and not todo:
         log.info("snapshot %s is already complete; nothing to download", snap)
         progress.set_state("done")
-        return _result(plan, "already complete in the cache", downloaded=0)
+        return _result(plan, "already complete in the cache", downloaded=0, model=describe(snap, plan))
     if damaged:
         log.warning("damaged files in the snapshot, fetching them again: %s", "; ".join(damaged[:10]))
         remove_marker(request.cache_dir, plan.repo, plan.sha)  # the worker must not start on it meanwhile
@@ -125,6 +130,7 @@ def _complete_snapshot(request: PrefetchRequest, plan: Plan, progress: Progress)
 
     progress.set_state("verifying")
     entries = {**_other_entries(marker, plan, snap), **kept, **fetched}
+    model = describe(snap, plan)
     write_marker(
         request.cache_dir,
         Marker(
@@ -133,13 +139,30 @@ def _complete_snapshot(request: PrefetchRequest, plan: Plan, progress: Progress)
             sha=plan.sha,
             files=tuple(entries[p] for p in sorted(entries)),
             completed_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            model=model,
         ),
     )
     _remove_partial(request.cache_dir, partial)
     progress.set_state("done")
     return _result(
-        plan, f"downloaded {progress.bytes_downloaded} bytes", downloaded=progress.bytes_downloaded
+        plan,
+        f"downloaded {progress.bytes_downloaded} bytes",
+        downloaded=progress.bytes_downloaded,
+        model=model,
     )
+
+
+def describe(snap: Path, plan: Plan) -> dict[str, Any] | None:
+    """What the complete snapshot is (detect.SnapshotInfo JSON) plus what the Hub says about it.
+
+    Reads configs and safetensors headers only; a failure here never fails the prefetch.
+    """
+    try:
+        info = detect.inspect_snapshot(snap).to_json()
+    except Exception:  # odd content must not cost the download; the worker inspects again
+        log.exception("could not inspect snapshot %s", snap)
+        return None
+    return {**info, **plan.hub}
 
 
 @contextlib.contextmanager
@@ -162,7 +185,7 @@ def snapshot_lock(cache_dir: Path, repo: str, sha: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _result(plan: Plan, detail: str, *, downloaded: int) -> Result:
+def _result(plan: Plan, detail: str, *, downloaded: int, model: dict[str, Any] | None = None) -> Result:
     message = f"{plan.repo}@{plan.revision} is commit {plan.sha}: {len(plan.files)} files, {plan.total_bytes} bytes; {detail}"
     return Result(
         reason=SUCCEEDED,
@@ -171,6 +194,7 @@ def _result(plan: Plan, detail: str, *, downloaded: int) -> Result:
         bytes=plan.total_bytes,
         files=len(plan.files),
         bytes_downloaded=downloaded,
+        model=model,
     )
 
 
