@@ -141,3 +141,11 @@ def test_other_formats_and_task_choice(tmp_path: Path) -> None:
     assert detect.task_for("image-to-image", None) == "image-to-image"
     assert detect.task_for("live-video-to-video", "depth-estimation") == "depth-estimation"
     assert detect.task_for("live-video-to-video", None) is None
+
+
+def test_a_torchscript_repo_with_its_own_config_json_stays_torchscript(tmp_path: Path) -> None:
+    root = write(tmp_path, {"config.json": {"architectures": ["TinyConvNet"]}})
+    (root / "model.pt").write_bytes(b"x")
+    assert detect.inspect_snapshot(root).format == detect.TORCHSCRIPT
+    (root / "model.pt").unlink()
+    assert detect.inspect_snapshot(root).format == detect.TRANSFORMERS  # no runtime: refused by check_serves

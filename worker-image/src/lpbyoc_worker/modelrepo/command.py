@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="task a diffusers/transformers snapshot serves (from the pipeline or serving.task)",
     )
+    parser.add_argument(
+        "--variant",
+        default=None,
+        help="weights variant the prefetch took (e.g. fp16); the runtime loads the files present",
+    )
     parser.add_argument("--kind", choices=["KIND_GPU", "KIND_CPU"], default="KIND_GPU")
     parser.add_argument(
         "--skip-marker-check",

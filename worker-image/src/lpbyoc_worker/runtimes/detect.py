@@ -197,9 +197,13 @@ def inspect_snapshot(root: Path) -> SnapshotInfo:
             problems=tuple(_diffusers_problems(root, index)),
         )
     config = _read_json(root / "config.json")
-    if config is not None and isinstance(config.get("architectures"), list) and config["architectures"]:
-        architectures = tuple(str(a) for a in config["architectures"])
-        tasks = transformers_tasks(architectures)
+    has_torchscript = any(root.glob("*.pt")) or any(root.glob("*.pts"))
+    architectures = tuple(str(a) for a in (config or {}).get("architectures") or ())
+    tasks = transformers_tasks(architectures)
+    # A TorchScript repo may carry a config.json of its own: it is transformers only when
+    # transformers has a runtime for the architecture.
+    if architectures and (tasks or not has_torchscript):
+        assert config is not None
         return SnapshotInfo(
             format=TRANSFORMERS,
             class_name=architectures[0],
@@ -210,7 +214,7 @@ def inspect_snapshot(root: Path) -> SnapshotInfo:
             tasks=tasks,
             problems=tuple(_transformers_problems(root, tasks)),
         )
-    if any(root.glob("*.pt")) or any(root.glob("*.pts")):
+    if has_torchscript:
         return SnapshotInfo(format=TORCHSCRIPT, weight_bytes=weight_bytes, weight_dtype=dtype)
     if (root / "config.pbtxt").is_file() or any(root.glob("*/config.pbtxt")):
         return SnapshotInfo(format=TRITON_REPOSITORY, weight_bytes=weight_bytes, weight_dtype=dtype)
