@@ -110,7 +110,7 @@ def test_transformers_architectures_map_to_tasks(tmp_path: Path, architecture: s
     info = detect.inspect_snapshot(
         write(tmp_path, {"config.json": {"architectures": [architecture]}, "preprocessor_config.json": {}})
     )
-    assert task in info.tasks
+    assert info.tasks == (task,)
 
 
 def test_vision_model_without_preprocessor_config_is_a_named_problem(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ TRANSFORMERS_SUFFIX_TASKS: tuple[tuple[str, str], ...] = (
 
 # The files each family needs beside its weights, with what a user does when one is missing.
 PREPROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer_config.json")
 
 # go-livepeer pipelines whose task is the pipeline's own name; live video takes serving.task.
 PIPELINE_TASKS = {
@@ -137,9 +137,11 @@ def _weights_summary(root: Path) -> tuple[int, str | None]:
 def transformers_tasks(architectures: Iterable[str]) -> tuple[str, ...]:
     tasks: list[str] = []
     for arch in architectures:
-        found = list(TRANSFORMERS_TASKS.get(arch, ()))
+        found = [*TRANSFORMERS_TASKS.get(arch, ())]
         found += [task for suffix, task in TRANSFORMERS_SUFFIX_TASKS if arch.endswith(suffix)]
-        tasks += [t for t in found if t not in tasks]
+        for task in found:
+            if task not in tasks:
+                tasks.append(task)
     return tuple(tasks)
 
 
