@@ -1,4 +1,10 @@
-"""The adapter: one aiohttp app (pytrickle's StreamServer) with the job, probe and metrics routes."""
+"""The adapter: one aiohttp app (pytrickle's StreamServer) with the job, probe and metrics routes.
+
+Two modes: without a task the backend is the single-tensor TorchScript filter (`InferenceBackend`);
+with `settings.task` it is a `TaskBackend` and the ai-runner route of that task is served. Either
+way ai-runner's system routes (`/health`, `/version`, `/hardware/*`, with trailing-slash aliases)
+are answered here, in front of pytrickle's own versions of them.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +16,47 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import numpy as np
 from aiohttp import web
 from pytrickle.server import StreamServer
 
-from .backend import RETRY_AFTER_SECONDS, InferenceBackend
+from lpbyoc_worker import __version__
+from lpbyoc_worker.inference import InferenceFailed
+
+from .airunner import PipelineRoutes, unauthorized_response
+from .backend import RETRY_AFTER_SECONDS
 from .errors import RequestError, error_response
+from .filtertask import FilterImageToImage
 from .gate import CapacityGate
+from .hardware import GpuReader
 from .jobs import JobHandlers
 from .live import TritonFrameProcessor
 from .metrics import CONTENT_TYPE, AdapterMetrics
+from .pipelines import PIPELINES, Limits, pipeline_for
 from .readiness import Readiness
 from .schema import JOB_PATH, published_schema
 from .settings import AdapterSettings
+from .taskjobs import TaskJobHandlers, task_schema
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Routes that do work for the orchestrator; with a token configured they need it.
-PROTECTED_PREFIXES = (JOB_PATH, "/image-to-image", "/stream/", "/live-video-to-video")
+PROTECTED_PREFIXES = (
+    JOB_PATH,
+    *(pipeline.path for pipeline in PIPELINES.values()),
+    "/stream/",
+    "/live-video-to-video",
+)
 UNAUTHORIZED_MSG = "Invalid bearer token."
 STREAM_START_PATHS = ("/stream/start", "/live-video-to-video")
+SYSTEM_ROUTES = {
+    "/health": "health_body",
+    "/version": "version_body",
+    "/hardware/info": "hardware_info_body",
+    "/hardware/stats": "hardware_stats_body",
+}
 
 
 class LiveRunner(Protocol):
@@ -39,6 +65,16 @@ class LiveRunner(Protocol):
     async def stop(self) -> None: ...
 
     def state(self) -> dict[str, Any]: ...
+
+
+class _NoLiveFrames:
+    """Live video on a task backend is not wired yet: each frame fails (and is counted) clearly."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+
+    async def infer(self, batch: np.ndarray) -> np.ndarray:
+        raise InferenceFailed(f"live video is not served by task {self.task} in this version")
 
 
 def is_protected(path: str) -> bool:
@@ -54,34 +90,66 @@ class Adapter:
     def __init__(
         self,
         settings: AdapterSettings,
-        backend: InferenceBackend,
+        backend: Any,
         live_runner: LiveRunner | None = None,
+        verify: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
+        """`backend` is an InferenceBackend without `settings.task`, a TaskBackend with it."""
         self.settings = settings
         self.backend = backend
         self.live_runner = live_runner
         self.metrics = AdapterMetrics()
         self.gate = CapacityGate(settings.capacity)
-        self.readiness = Readiness(backend, settings.ready_poll_seconds, self.metrics)
+        self.gpus = GpuReader()
+        self.readiness = Readiness(backend, settings.ready_poll_seconds, self.metrics, verify=verify)
+        frames: Any = _NoLiveFrames(settings.task) if settings.task else backend
         self.processor = TritonFrameProcessor(
-            backend,
+            frames,
             self.readiness,
             self.metrics,
             settings.max_pending_frames,
             stream_client=lambda: self.stream_server.current_client,
         )
-        self.jobs = JobHandlers(settings, backend, self.gate, self.readiness, self.metrics)
+        if settings.task:
+            self.jobs: JobHandlers = TaskJobHandlers(
+                settings, backend, self.gate, self.readiness, self.metrics, task_backend=backend
+            )
+            task_backend = backend
+        else:
+            self.jobs = JobHandlers(settings, backend, self.gate, self.readiness, self.metrics)
+            task_backend = FilterImageToImage(backend)
+        pipeline = pipeline_for(settings.task or "image-to-image")
+        self.pipeline_routes = (
+            PipelineRoutes(
+                pipeline,
+                settings,
+                task_backend,
+                self.gate,
+                self.readiness,
+                self.metrics,
+                lambda header: bearer_token_ok(header, settings.auth_token or ""),
+            )
+            if pipeline is not None
+            else None
+        )
+        pipeline_paths = self.pipeline_routes.routes() if self.pipeline_routes else []
+        self._pipeline_paths = frozenset(route["path"] for route in pipeline_paths)
         self.stream_server = StreamServer(
             frame_processor=self.processor,
             host=settings.host,
             port=settings.port,
             pipeline=settings.pipeline,
             capability_name=settings.model_id,
-            middleware=[self._metrics_middleware, self._error_middleware, self._auth_middleware],
+            middleware=[
+                self._metrics_middleware,
+                self._error_middleware,
+                self._system_middleware,
+                self._auth_middleware,
+            ],
             custom_routes=[
                 {"method": "POST", "path": JOB_PATH, "handler": self.jobs.infer},
                 {"method": "GET", "path": "/v1/schema", "handler": self._schema},
-                {"method": "POST", "path": "/image-to-image", "handler": self.jobs.image_to_image},
+                *pipeline_paths,
                 {"method": "GET", "path": "/ready", "handler": self._ready},
                 {"method": "GET", "path": "/healthz", "handler": self._healthz},
                 {"method": "GET", "path": "/metrics", "handler": self._metrics},
@@ -146,13 +214,16 @@ class Adapter:
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.settings.auth_token
+        if request.path in self._pipeline_paths:
+            # ai-runner validates the request before the token: the route checks it itself.
+            return await handler(request)
         if (
             token
             and is_protected(request.path)
             and not bearer_token_ok(request.headers.get("Authorization"), token)
         ):
             # 401 makes the orchestrator drop the capability: only ever for a bad token.
-            return error_response(401, UNAUTHORIZED_MSG)
+            return unauthorized_response()
         if self.readiness.draining and request.path in STREAM_START_PATHS:
             return error_response(503, "The worker is shutting down.", {"Retry-After": RETRY_AFTER_SECONDS})
         return await handler(request)
@@ -163,7 +234,10 @@ class Adapter:
             return await handler(request)
         except RequestError as exc:
             return error_response(exc.status, exc.msg, exc.headers)
-        except web.HTTPException:
+        except web.HTTPException as exc:
+            if exc.status in (404, 405):
+                # JSON like every other answer (FastAPI answers these as JSON too).
+                return error_response(exc.status, exc.reason or "Not Found", dict(exc.headers))
             raise
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
@@ -182,8 +256,48 @@ class Adapter:
         self.metrics.requests.labels(route, str(response.status)).inc()
         return response
 
+    @web.middleware
+    async def _system_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """ai-runner's /health, /version and /hardware/* (and their trailing-slash aliases)."""
+        route = SYSTEM_ROUTES.get(request.path.rstrip("/") or "/") if request.method == "GET" else None
+        if route is None:
+            return await handler(request)
+        return web.json_response(getattr(self, route)())
+
+    def busy(self) -> bool:
+        client = self.stream_server.current_client
+        streaming = bool(client is not None and getattr(client, "running", False))
+        return self.gate.busy or streaming
+
+    def health_body(self) -> dict[str, Any]:
+        return {"status": self.readiness.health(self.busy())}
+
+    def version_body(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.settings.pipeline,
+            "model_id": self.settings.model_id,
+            "version": __version__,
+        }
+
+    def hardware_info_body(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.settings.pipeline,
+            "model_id": self.settings.model_id,
+            "gpu_info": self.gpus.info(),
+        }
+
+    def hardware_stats_body(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.settings.pipeline,
+            "model_id": self.settings.model_id,
+            "gpu_stats": self.gpus.stats(),
+        }
+
     # Small routes --------------------------------------------------------------------------------
     async def _schema(self, request: web.Request) -> web.Response:
+        if self.settings.task:
+            limits = Limits(self.settings.limits.max_side, self.settings.max_images_per_prompt)
+            return web.json_response(task_schema(self.settings.task, limits))
         return web.json_response(published_schema())
 
     async def _ready(self, request: web.Request) -> web.Response:

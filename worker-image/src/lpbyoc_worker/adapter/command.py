@@ -1,5 +1,9 @@
 """`lpbyoc-worker serve`: the adapter process of the worker pod.
 
+With `--task TASK` the Triton model is a task model (`model-repo --task`) and the adapter serves
+that task's ai-runner route and BYOC schema; it exits 3 with a message when the model Triton
+serves is for another task. Without `--task` it serves the single-tensor TorchScript filter.
+
 SIGTERM (or SIGINT) → readiness turns 503 and new jobs are refused, in-flight jobs get up to
 `--drain-seconds` to finish, then the process exits 0.
 """
@@ -11,14 +15,21 @@ import asyncio
 import logging
 import os
 import signal
+from typing import Any
+
+from lpbyoc_worker.runtimes.registry import TASKS
 
 from .app import Adapter, LiveRunner
 from .imaging import ImageLimits
+from .pipelines import pipeline_for
 from .settings import AdapterSettings
+from .taskcheck import task_verifier
 
 log = logging.getLogger(__name__)
 
 AUTH_TOKEN_ENV = "AUTH_TOKEN"
+# The Triton model serves another task than --task (the operator shows the logged message).
+EXIT_INCOMPATIBLE_MODEL = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +37,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--triton-grpc", default="127.0.0.1:8011", help="Triton gRPC host:port")
     parser.add_argument("--model-name", default="model", help="model name in the Triton repository")
-    parser.add_argument("--capacity", type=int, default=1, help="concurrent jobs; more get 503 + Retry-After")
+    parser.add_argument(
+        "--task",
+        default=None,
+        choices=sorted(TASKS),
+        help="runtime task of the Triton model (its config parameter `task`); omit for a TorchScript filter",
+    )
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=1,
+        help="concurrent jobs; beyond it ai-runner routes queue, BYOC /v1/infer answers 503 + Retry-After",
+    )
+    parser.add_argument(
+        "--queue-size", type=int, default=16, help="ai-runner requests that may wait for a slot (more: 500)"
+    )
+    parser.add_argument(
+        "--queue-timeout", type=float, default=120.0, help="seconds an ai-runner request may wait (then: 500)"
+    )
+    parser.add_argument("--max-images-per-prompt", type=int, default=8)
     parser.add_argument("--capability", default="", help="capability name (reported, not enforced)")
-    parser.add_argument("--pipeline", default="image-to-image", help="go-livepeer pipeline name")
+    parser.add_argument(
+        "--pipeline",
+        default=None,
+        help="go-livepeer pipeline name reported by /version (default: the task's route, or image-to-image)",
+    )
     parser.add_argument(
         "--model-id", required=True, help="the model id clients must name (ai-runner model_id)"
     )
@@ -50,12 +83,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
 
 
+def default_pipeline(task: str | None) -> str:
+    """The go-livepeer pipeline a task is served as: its ai-runner route, else live video."""
+    if task is None:
+        return "image-to-image"
+    pipeline = pipeline_for(task)
+    return pipeline.path.lstrip("/") if pipeline is not None else "live-video-to-video"
+
+
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> AdapterSettings:
     env = os.environ if environ is None else environ
+    task = getattr(args, "task", None)
     return AdapterSettings(
         model_id=args.model_id,
         capability=args.capability,
-        pipeline=args.pipeline,
+        pipeline=args.pipeline or default_pipeline(task),
+        task=task,
+        queue_size=getattr(args, "queue_size", 16),
+        queue_timeout=getattr(args, "queue_timeout", 120.0),
+        max_images_per_prompt=getattr(args, "max_images_per_prompt", 8),
         host=args.host,
         port=args.port,
         capacity=args.capacity,
@@ -86,8 +132,15 @@ def build_live_runner(args: argparse.Namespace, environ: dict[str, str] | None =
 async def serve(settings: AdapterSettings, args: argparse.Namespace, live_runner: LiveRunner | None) -> int:
     from lpbyoc_worker.inference import TritonInference
 
-    backend = TritonInference(args.triton_grpc, args.model_name, timeout_s=args.triton_timeout)
-    adapter = Adapter(settings, backend, live_runner=live_runner)
+    inference = TritonInference(args.triton_grpc, args.model_name, timeout_s=args.triton_timeout)
+    backend: Any = inference
+    verify = None
+    if settings.task:
+        from lpbyoc_worker.runtimes.backends import TritonTaskBackend
+
+        backend = TritonTaskBackend(inference, settings.task)
+        verify = task_verifier(inference, settings.task)
+    adapter = Adapter(settings, backend, live_runner=live_runner, verify=verify)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -97,7 +150,15 @@ async def serve(settings: AdapterSettings, args: argparse.Namespace, live_runner
     except OSError:
         await adapter.close()
         raise
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    fatal = asyncio.create_task(adapter.readiness.fatal_event.wait())
+    await asyncio.wait({stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (stopped, fatal):
+        waiter.cancel()
+    if adapter.readiness.fatal:
+        log.error("cannot serve: %s", adapter.readiness.fatal)
+        await adapter.close()
+        return EXIT_INCOMPATIBLE_MODEL
     log.info("stopping: draining in-flight jobs for up to %.0fs", settings.drain_seconds)
     finished = await adapter.drain()
     await adapter.close()

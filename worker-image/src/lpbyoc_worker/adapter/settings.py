@@ -12,6 +12,8 @@ class AdapterSettings:
     model_id: str
     capability: str = ""
     pipeline: str = "image-to-image"
+    # The runtime task the Triton model serves (None: the single-tensor TorchScript filter).
+    task: str | None = None
     host: str = "0.0.0.0"
     port: int = 8000
     capacity: int = 1
@@ -23,6 +25,12 @@ class AdapterSettings:
     ready_poll_seconds: float = 1.0
     # At most this many decoded live frames wait for the model; older ones are dropped.
     max_pending_frames: int = 2
+    # ai-runner routes wait for a slot (go-livepeer cannot read a 503): at most this many wait,
+    # each at most queue_timeout seconds, else a 500 with a message.
+    queue_size: int = 16
+    queue_timeout: float = 120.0
+    max_images_per_prompt: int = 8
+    max_audio_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -31,3 +39,9 @@ class AdapterSettings:
             raise ValueError("max_body_bytes must be positive")
         if self.max_pending_frames < 1:
             raise ValueError("max_pending_frames must be at least 1")
+        if self.queue_size < 0:
+            raise ValueError("queue_size must not be negative")
+        if self.queue_timeout <= 0:
+            raise ValueError("queue_timeout must be positive")
+        if self.max_images_per_prompt < 1:
+            raise ValueError("max_images_per_prompt must be at least 1")
