@@ -92,7 +92,9 @@ class ModelSignature:
                 TensorInfo(
                     name=t["name"],
                     # The config says TYPE_STRING where the wire (and tritonclient) says BYTES.
-                    datatype=str(t.get("data_type", "TYPE_FP32")).removeprefix("TYPE_").replace("STRING", "BYTES"),
+                    datatype=str(t.get("data_type", "TYPE_FP32"))
+                    .removeprefix("TYPE_")
+                    .replace("STRING", "BYTES"),
                     dims=tuple(int(d) for d in t.get("dims", [])),
                 )
                 for t in config.get(key, [])
