@@ -329,16 +329,18 @@ class TritonInference:
         if self._shm is not None:
             self._shm.generation += 1
 
+    async def model_config(self) -> dict[str, Any]:
+        """Triton's config of the model as JSON (`parameters` included), over either protocol."""
+        client = self._get_client()
+        if self.protocol == "grpc":
+            response = await self._call(client.get_model_config(self.model_name, as_json=True))
+            return dict(response["config"])
+        return dict(await self._call(client.get_model_config(self.model_name)))
+
     async def signature(self) -> ModelSignature:
         """Input/output names, dtypes and dims from Triton's model config (cached until Triton goes away)."""
         if self._signature is None:
-            client = self._get_client()
-            if self.protocol == "grpc":
-                response = await self._call(client.get_model_config(self.model_name, as_json=True))
-                config = response["config"]
-            else:
-                config = await self._call(client.get_model_config(self.model_name))
-            self._signature = ModelSignature.from_config(config)
+            self._signature = ModelSignature.from_config(await self.model_config())
         return self._signature
 
     async def is_model_ready(self) -> bool:

@@ -45,17 +45,8 @@ def check_task(config: Mapping[str, Any], wanted: str, model_name: str) -> None:
 
 
 async def read_model_config(inference: Any) -> Mapping[str, Any]:
-    """Triton's config of the model through a `TritonInference`.
-
-    TritonInference has no public config accessor yet; this uses its client and error mapping.
-    """
-    public = getattr(inference, "model_config", None)
-    if callable(public):
-        return await public()
-    client = inference._get_client()
-    if inference.protocol == "grpc":
-        return await inference._call(client.get_model_config(inference.model_name, as_json=True))
-    return await inference._call(client.get_model_config(inference.model_name))
+    """Triton's config of the model through a `TritonInference`."""
+    return dict(await inference.model_config())
 
 
 def task_verifier(inference: Any, wanted: str) -> Any:
