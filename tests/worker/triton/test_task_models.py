@@ -9,101 +9,20 @@ must equal the same runtime's answer in this process for the same request and se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from lpbyoc_worker.inference import InvalidInput, TritonInference
-from lpbyoc_worker.runtimes.backends import LocalTaskBackend, TritonTaskBackend
-from lpbyoc_worker.runtimes.base import Device, TaskRequest, TaskResult
+from lpbyoc_worker.runtimes.backends import TritonTaskBackend
+from lpbyoc_worker.runtimes.base import TaskRequest, TaskResult
 
-from tests.support import tiny_diffusers, tiny_transformers
-from tests.support.hub_server import serve_hub
-from tests.support.task_models import publish_and_prefetch, run_model_repo_task, running_task_triton
-from tests.support.tiny_transformers import random_image, tone
+from tests.support.task_models import run_model_repo_task
+from tests.support.tiny_transformers import random_image
+
+from .task_cases import MODELS, REQUESTS, Served
 
 pytestmark = pytest.mark.slow
-
-# Model name in Triton → (Hub repo, task). One snapshot may back several tasks (SD: both).
-MODELS = {
-    "text2img": ("tiny/sd", "text-to-image"),
-    "img2img": ("tiny/sd", "image-to-image"),
-    "upscale": ("tiny/upscaler", "upscale"),
-    "img2video": ("tiny/svd", "image-to-video"),
-    "depth": ("tiny/depth-anything", "depth-estimation"),
-    "segment": ("tiny/segformer", "image-segmentation"),
-    "sam2": ("tiny/sam2", "segment-anything-2"),
-    "caption": ("tiny/blip", "image-to-text"),
-    "asr": ("tiny/whisper", "audio-to-text"),
-}
-BUILDERS = {
-    "tiny/sd": tiny_diffusers.save_tiny_sd,
-    "tiny/upscaler": tiny_diffusers.save_tiny_upscaler,
-    "tiny/svd": tiny_diffusers.save_tiny_svd,
-    "tiny/depth-anything": tiny_transformers.build_depth_anything,
-    "tiny/segformer": tiny_transformers.build_segformer,
-    "tiny/sam2": tiny_transformers.build_sam2,
-    "tiny/blip": tiny_transformers.build_blip,
-    "tiny/whisper": tiny_transformers.build_whisper,
-}
-REQUESTS = {
-    "text2img": TaskRequest(
-        params={
-            "prompt": "a red fox",
-            "num_inference_steps": 2,
-            "height": 32,
-            "width": 32,
-            "seed": 11,
-            "num_images_per_prompt": 2,
-        },
-    ),
-    "img2img": TaskRequest(
-        params={"prompt": "watercolour", "strength": 0.6, "num_inference_steps": 2, "seed": 5},
-        image=random_image(32, 32, seed=1),
-    ),
-    "upscale": TaskRequest(
-        params={"prompt": "sharp", "num_inference_steps": 2, "seed": 3}, image=random_image(16, 16, seed=2)
-    ),
-    "img2video": TaskRequest(
-        params={"height": 32, "width": 32, "num_inference_steps": 2, "seed": 9, "fps": 6},
-        image=random_image(32, 32, seed=3),
-    ),
-    "depth": TaskRequest(image=random_image(40, 48, seed=4)),
-    "segment": TaskRequest(image=random_image(40, 48, seed=5)),
-    "sam2": TaskRequest(
-        params={"point_coords": [[10, 12]], "point_labels": [1], "multimask_output": True},
-        image=random_image(48, 40, seed=6),
-    ),
-    "caption": TaskRequest(image=random_image(32, 32, seed=7)),
-    "asr": TaskRequest(params={"return_timestamps": True}, audio=tone(1.0)),
-}
-
-
-@dataclass
-class Served:
-    grpc_url: str
-    snapshots: dict[str, Path]
-    local: dict[str, LocalTaskBackend]
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    work = tmp_path_factory.mktemp("task-models")
-    snapshots: dict[str, Path] = {}
-    with serve_hub() as hub:
-        for repo, build in BUILDERS.items():
-            source = build(work / "build" / repo.replace("/", "--"))
-            snapshots[repo], result = publish_and_prefetch(hub, source, repo, work / "cache")
-            assert result["result"] == "Succeeded", result
-    models = {name: (snapshots[repo], task) for name, (repo, task) in MODELS.items()}
-    local = {
-        name: LocalTaskBackend.load(task, snapshots[repo], Device("cpu"))
-        for name, (repo, task) in MODELS.items()
-    }
-    with running_task_triton(work, models) as server:
-        yield Served(grpc_url=server.grpc_url, snapshots=snapshots, local=local)
 
 
 def same_json(got: object, expected: object, rel: float) -> bool:
