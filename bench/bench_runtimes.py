@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import os
 import sys
 import tempfile
@@ -30,27 +29,10 @@ from lpbyoc_worker import samples
 from lpbyoc_worker.inference import TritonInference
 from lpbyoc_worker.runtimes.backends import LocalTaskBackend, TritonTaskBackend
 from lpbyoc_worker.runtimes.base import Device, TaskRequest
-from lpbyoc_worker.weights import ManifestEntry, Marker, sha256_file, snapshot_dir, write_marker
 
 from tests.support.task_models import running_task_triton
 
 THREADS = str(os.cpu_count() or 1)
-
-
-def as_snapshot(cache: Path, source: Path, repo: str) -> Path:
-    """Move a built model into the cache layout with its completion marker, as prefetch leaves it."""
-    sha = "b" * 40 if "sd" in repo else "c" * 40
-    target = snapshot_dir(cache, repo, sha)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    source.rename(target)
-    entries = tuple(
-        ManifestEntry(path=str(p.relative_to(target)), size=p.stat().st_size, sha256=sha256_file(p))
-        for p in sorted(target.rglob("*"))
-        if p.is_file()
-    )
-    now = datetime.datetime.now(datetime.UTC).isoformat()
-    write_marker(cache, Marker(repo=repo, revision="main", sha=sha, files=entries, completed_at=now))
-    return target
 
 
 def rss_mib(pid: int) -> float:
@@ -96,9 +78,11 @@ async def compare(
 async def main_async(args: argparse.Namespace, work: Path) -> None:
     cache = work / "cache"
     started = time.perf_counter()
-    sd_dir = as_snapshot(cache, samples.build_sd_pipeline(work / "build-sd", args.sd_profile), "bench/sd")
-    depth_dir = as_snapshot(
-        cache, samples.build_depth_anything(work / "build-depth", args.depth_profile), "bench/depth"
+    sd_dir = samples.as_cached_snapshot(
+        cache, samples.build_sd_pipeline(work / "build-sd", args.sd_profile), "bench/sd", "b" * 40
+    )
+    depth_dir = samples.as_cached_snapshot(
+        cache, samples.build_depth_anything(work / "build-depth", args.depth_profile), "bench/depth", "c" * 40
     )
     print(f"built snapshots in {time.perf_counter() - started:.1f} s")
     device = Device("cuda:0" if args.device == "cuda" else "cpu")

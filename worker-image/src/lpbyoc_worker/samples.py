@@ -10,10 +10,14 @@ configs "sd-turbo" and "depth-anything-v2-small" (for a GPU).
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
+from lpbyoc_worker.weights import ManifestEntry, Marker, sha256_file, snapshot_dir, write_marker
+
 SD_PROFILES = ("tiny", "bench", "sd-turbo")
+SEPIA = ((0.393, 0.769, 0.189), (0.349, 0.686, 0.168), (0.272, 0.534, 0.131))
 DEPTH_PROFILES = ("tiny", "depth-anything-v2-small")
 
 
@@ -215,4 +219,40 @@ def build_depth_anything(directory: Path, profile: str = "tiny", *, seed: int = 
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
     ).save_pretrained(directory)
+    return directory
+
+
+def as_cached_snapshot(cache_dir: Path, source: Path, repo: str, sha: str) -> Path:
+    """Move a built model into the cache layout with its completion marker, as the prefetch leaves it."""
+    target = snapshot_dir(cache_dir, repo, sha)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source.rename(target)
+    entries = tuple(
+        ManifestEntry(path=str(p.relative_to(target)), size=p.stat().st_size, sha256=sha256_file(p))
+        for p in sorted(target.rglob("*"))
+        if p.is_file()
+    )
+    completed_at = datetime.datetime.now(datetime.UTC).isoformat()
+    write_marker(cache_dir, Marker(repo=repo, revision="main", sha=sha, files=entries, completed_at=completed_at))
+    return target
+
+
+def build_sepia_torchscript(directory: Path) -> Path:
+    """A TorchScript image filter (a sepia colour matrix then a 3x3 blur): `model.pt` in `directory`."""
+    import torch
+
+    class SepiaBlur(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.colour = torch.nn.Conv2d(3, 3, kernel_size=1, bias=False)
+            self.blur = torch.nn.Conv2d(3, 3, kernel_size=3, padding=1, groups=3, bias=False)
+            with torch.no_grad():
+                self.colour.weight.copy_(torch.tensor(SEPIA).view(3, 3, 1, 1))
+                self.blur.weight.fill_(1.0 / 9.0)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.clamp(self.blur(self.colour(x)), 0.0, 1.0)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(torch.jit.script(SepiaBlur().eval()), str(directory / "model.pt"))
     return directory

@@ -69,7 +69,9 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
                 return _to_rgb(img)
     except RequestError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise RequestError(400, "Image could not be decoded: not a format Pillow reads.") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise RequestError(400, f"Image could not be decoded: {exc}.") from None
     except Image.DecompressionBombWarning as exc:
         raise RequestError(400, f"Image could not be decoded: {exc}.") from None
