@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import detect
-from .base import Device, IncompatibleModel, InvalidRequest, TaskRequest, TaskResult
+from .base import Device, IncompatibleModel, InvalidRequest, Runtime, TaskRequest, TaskResult, require_image
 
 T = TypeVar("T")
 
@@ -132,3 +132,40 @@ def run_grouped(
         for (index, _), output in zip(members, outputs, strict=True):
             results[index] = output
     return [r for r in results if r is not None]
+
+
+# A preprocessed image and the input's (height, width), which the outputs are resized back to.
+PreparedImage = tuple[Any, tuple[int, int]]
+
+
+class BatchedImageRuntime(Runtime):
+    """Image in, per-pixel map out: same-shaped requests run as one forward pass.
+
+    `self.processor` preprocesses; subclasses turn a stacked batch into one result per image.
+    """
+
+    media_inputs = ("IMAGE",)
+    batches = True
+    processor: Any
+
+    def run(self, request: TaskRequest) -> TaskResult:
+        return raise_or_return(self.run_batch([request])[0])
+
+    def run_batch(self, requests: Sequence[TaskRequest]) -> list[TaskResult | Exception]:
+        return run_grouped(requests, self._prepare, self._forward_batch)
+
+    def _prepare(self, request: TaskRequest) -> tuple[tuple[int, ...], PreparedImage]:
+        image = require_image(request)
+        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        return tuple(pixels.shape), (pixels, (int(image.shape[0]), int(image.shape[1])))
+
+    def _forward_batch(self, items: list[PreparedImage]) -> list[TaskResult]:
+        import torch
+
+        pixels = torch.cat([p for p, _ in items]).to(self.device.name, self.device.dtype)
+        with torch.inference_mode():
+            return self.forward(pixels, [size for _, size in items])
+
+    def forward(self, pixels: Any, sizes: list[tuple[int, int]]) -> list[TaskResult]:
+        """One result per image of the batch, its maps at the matching input size."""
+        raise NotImplementedError
