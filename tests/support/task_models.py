@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lpbyoc_worker.tritonproc import TritonOptions, TritonServer, TritonStartError
+from lpbyoc_worker.tritonproc import TritonServer
 
 from tests.support.hub_server import FakeHub
-from tests.support.triton import PORT_ATTEMPTS, free_ports
+from tests.support.triton import start_on_free_ports
 
 # Each python-backend instance imports torch and diffusers/transformers: on a loaded 2-core box
 # several loading at once take minutes, not seconds.
@@ -125,30 +125,10 @@ def running_task_triton(
         if generated.returncode != 0:
             raise RuntimeError(f"model-repo for {name} failed: {generated.stderr}")
     os.environ.setdefault("LPBYOC_CPU_THREADS", str(cpu_threads))
-    handle: TaskTriton | None = None
-    for attempt in range(PORT_ATTEMPTS):
-        http_port, grpc_port, metrics_port = free_ports(3)
-        server = TritonServer(
-            TritonOptions(
-                model_repository=repository,
-                models=tuple(models),
-                http_port=http_port,
-                grpc_port=grpc_port,
-                metrics_port=metrics_port,
-                exit_timeout_s=5,
-                gpu=gpu,
-            ),
-            runtime_dir=workdir / "triton",
-            log_path=workdir / f"tritonserver-{attempt}.log",
-        )
-        try:
-            server.start(timeout=TASK_MODELS_START_TIMEOUT_S)
-            handle = TaskTriton(server=server, repository=repository)
-            break
-        except TritonStartError as exc:
-            if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
-                raise
-    assert handle is not None
+    server = start_on_free_ports(
+        repository, tuple(models), workdir, gpu=gpu, timeout=TASK_MODELS_START_TIMEOUT_S
+    )
+    handle = TaskTriton(server=server, repository=repository)
     try:
         yield handle
     finally:

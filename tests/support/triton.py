@@ -125,6 +125,35 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
+def start_on_free_ports(
+    repository: Path, models: tuple[str, ...], workdir: Path, *, gpu: bool = False, timeout: float
+) -> TritonServer:
+    """A started tritonserver for `models` on free loopback ports (another pick if one was taken)."""
+    for attempt in range(PORT_ATTEMPTS):
+        http_port, grpc_port, metrics_port = free_ports(3)
+        server = TritonServer(
+            TritonOptions(
+                model_repository=repository,
+                models=models,
+                http_port=http_port,
+                grpc_port=grpc_port,
+                metrics_port=metrics_port,
+                exit_timeout_s=5,
+                gpu=gpu,
+            ),
+            runtime_dir=workdir / "triton",
+            log_path=workdir / f"tritonserver-{attempt}.log",
+        )
+        try:
+            server.start(timeout=timeout)
+            return server
+        except TritonStartError as exc:
+            # Another process took one of the free ports between our probe and Triton's bind.
+            if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class RunningTriton:
     server: TritonServer
@@ -181,37 +210,16 @@ def running_triton(
     result = run_model_repo(weights_dir, repository, serving=serving, model_name=model_name, kind=kind)
     if result.returncode != 0:
         raise RuntimeError(f"model-repo failed ({result.returncode}): {result.stderr}")
-    handle: RunningTriton | None = None
-    for attempt in range(PORT_ATTEMPTS):
-        http_port, grpc_port, metrics_port = free_ports(3)
-        server = TritonServer(
-            TritonOptions(
-                model_repository=repository,
-                models=(model_name,),
-                http_port=http_port,
-                grpc_port=grpc_port,
-                metrics_port=metrics_port,
-                exit_timeout_s=5,
-                gpu=kind == "KIND_GPU",
-            ),
-            runtime_dir=workdir / "triton",
-            log_path=workdir / f"tritonserver-{attempt}.log",
-        )
-        handle = RunningTriton(
-            server=server,
-            model_name=model_name,
-            torchscript_path=weights_dir / "model.pt",
-            model_repository=repository,
-            weights_dir=weights_dir,
-        )
-        try:
-            handle.start()
-            break
-        except TritonStartError as exc:
-            # Another process took one of the free ports between our probe and Triton's bind.
-            if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
-                raise
-    assert handle is not None
+    server = start_on_free_ports(
+        repository, (model_name,), workdir, gpu=kind == "KIND_GPU", timeout=START_TIMEOUT_S
+    )
+    handle = RunningTriton(
+        server=server,
+        model_name=model_name,
+        torchscript_path=weights_dir / "model.pt",
+        model_repository=repository,
+        weights_dir=weights_dir,
+    )
     try:
         yield handle
     finally:

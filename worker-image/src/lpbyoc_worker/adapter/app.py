@@ -30,7 +30,8 @@ from .filtertask import FilterImageToImage
 from .gate import CapacityGate
 from .hardware import GpuReader
 from .jobs import JobHandlers
-from .live import TritonFrameProcessor
+from .live import TaskFrameProcessor, TritonFrameProcessor, live_request_middleware
+from .livetasks import live_task
 from .metrics import CONTENT_TYPE, AdapterMetrics
 from .pipelines import PIPELINES, Limits, pipeline_for
 from .readiness import Readiness
@@ -68,13 +69,13 @@ class LiveRunner(Protocol):
 
 
 class _NoLiveFrames:
-    """Live video on a task backend is not wired yet: each frame fails (and is counted) clearly."""
+    """A task without a live form: /stream/start is refused; any frame that arrives fails clearly."""
 
     def __init__(self, task: str) -> None:
         self.task = task
 
     async def infer(self, batch: np.ndarray) -> np.ndarray:
-        raise InferenceFailed(f"live video is not served by task {self.task} in this version")
+        raise InferenceFailed(f"live video is not served by task {self.task}")
 
 
 def is_protected(path: str) -> bool:
@@ -102,14 +103,7 @@ class Adapter:
         self.gate = CapacityGate(settings.capacity)
         self.gpus = GpuReader()
         self.readiness = Readiness(backend, settings.ready_poll_seconds, self.metrics, verify=verify)
-        frames: Any = _NoLiveFrames(settings.task) if settings.task else backend
-        self.processor = TritonFrameProcessor(
-            frames,
-            self.readiness,
-            self.metrics,
-            settings.max_pending_frames,
-            stream_client=lambda: self.stream_server.current_client,
-        )
+        self.processor = self._frame_processor(settings, backend)
         if settings.task:
             self.jobs: JobHandlers = TaskJobHandlers(
                 settings, backend, self.gate, self.readiness, self.metrics, task_backend=backend
@@ -145,6 +139,7 @@ class Adapter:
                 self._error_middleware,
                 self._system_middleware,
                 self._auth_middleware,
+                live_request_middleware(settings.task, self.processor),
             ],
             custom_routes=[
                 {"method": "POST", "path": JOB_PATH, "handler": self.jobs.infer},
@@ -158,6 +153,20 @@ class Adapter:
         )
         self._runner: web.AppRunner | None = None
         self._live_runner_task: asyncio.Task[None] | None = None
+
+    def _frame_processor(self, settings: AdapterSettings, backend: Any) -> Any:
+        """TorchScript frames without a task; the task's frame function where it has a live form;
+        otherwise frames fail clearly (and /stream/start is refused before any arrive)."""
+        client = lambda: self.stream_server.current_client  # noqa: E731
+        live = live_task(settings.task)
+        if live is not None:
+            return TaskFrameProcessor(
+                backend, live, self.readiness, self.metrics, settings.max_pending_frames, stream_client=client
+            )
+        frames: Any = _NoLiveFrames(settings.task) if settings.task else backend
+        return TritonFrameProcessor(
+            frames, self.readiness, self.metrics, settings.max_pending_frames, stream_client=client
+        )
 
     @property
     def app(self) -> web.Application:

@@ -1,5 +1,9 @@
 """Live video: each decoded frame goes to Triton and the result is published back.
 
+Two processors: `TritonFrameProcessor` sends frames to the single-tensor TorchScript filter (no
+task); `TaskFrameProcessor` runs them through the worker's task runtime and draws its output as a
+frame (livetasks.py), with per-task parameters checked before they reach a frame.
+
 pytrickle's client pulls frames through its `frame_skipper` one at a time; `LatestFramePicker`
 takes that role so that at most `max_pending` decoded frames wait for the model and older ones are
 dropped (and counted) instead of piling up behind a slow model.
@@ -10,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import torch
+from aiohttp import web
 from pytrickle.frame_processor import FrameProcessor
 from pytrickle.frames import AudioFrame, VideoFrame
 
+from lpbyoc_worker.runtimes.base import TaskRequest
+
 from .backend import InferenceBackend
+from .errors import error_response
+from .livetasks import LiveParamError, LiveTask, live_task, live_task_message
 from .metrics import AdapterMetrics
 from .readiness import Readiness
 
@@ -118,3 +127,164 @@ class TritonFrameProcessor(FrameProcessor):
 
     async def process_audio_async(self, frame: AudioFrame) -> list[AudioFrame] | None:
         return [frame]
+
+
+# ---------------------------------------------------------------------------------------------
+# Task runtimes on live video
+
+
+def frame_to_rgb(frame_tensor: torch.Tensor) -> np.ndarray:
+    """pytrickle's (1, H, W, 3) or (H, W, 3) float [0, 1] → HxWx3 uint8 RGB, what runtimes take."""
+    hwc = frame_tensor[0] if frame_tensor.dim() == 4 else frame_tensor
+    scaled = hwc.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    return np.ascontiguousarray(scaled.cpu().numpy())
+
+
+def rgb_to_frame(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 → (1, H, W, 3) float32 in [0, 1], the layout the TorchScript path publishes."""
+    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32) / 255.0).unsqueeze(0)
+
+
+class TaskFrameProcessor(FrameProcessor):
+    """Frames through a `TaskBackend` (Triton's task model, or in-process in tests).
+
+    `params` always holds a complete, checked set (the task's defaults under what the client
+    sent); each frame reads it once, so an update applies from the next frame on.
+    """
+
+    def __init__(
+        self,
+        backend: Any,  # runtimes.backends.TaskBackend
+        live: LiveTask,
+        readiness: Readiness,
+        metrics: AdapterMetrics,
+        max_pending: int,
+        stream_client: Callable[[], Any],
+    ) -> None:
+        super().__init__()
+        self._backend = backend
+        self.live = live
+        self._readiness = readiness
+        self._metrics = metrics
+        self._stream_client = stream_client
+        self.picker = LatestFramePicker(max_pending, metrics)
+        self.params: dict[str, Any] = live.validate({})
+        self.processed = 0
+
+    async def load_model(self, **kwargs: Any) -> None:
+        await self._readiness.wait_model_ready()
+
+    def checked(self, update: Any, current: dict[str, Any] | None) -> dict[str, Any]:
+        """The HTTP routes refuse bad params with a 400 before they get here; the control channel
+        has no one to answer, so there a bad update is logged and the stream keeps its params
+        (raising would put pytrickle's server into its ERROR state)."""
+        try:
+            return self.live.validate(update, current)
+        except LiveParamError as exc:
+            log.warning("live params refused, keeping the current ones: %s", exc.msg)
+            return dict(current) if current is not None else self.live.validate({})
+
+    async def on_stream_start(self, params: dict[str, Any]) -> None:
+        self.params = self.checked(params, None)
+        self.picker.reset()
+        client = self._stream_client()
+        if client is not None:
+            client.frame_skipper = self.picker
+
+    async def update_params(self, params: dict[str, Any]) -> None:
+        self.params = self.checked(params, self.params)
+
+    async def render(self, image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+        """One frame: the runtime's output for `image`, drawn by the task's frame function."""
+        request = TaskRequest(params=self.live.runtime_params(params), image=image)
+        result = await self._backend.run(request)
+        return self.live.render(image, result, params)
+
+    async def process_video_async(self, frame: VideoFrame) -> VideoFrame | None:
+        started = time.perf_counter()
+        params = self.params
+        image = frame_to_rgb(frame.tensor)
+        model_started = time.perf_counter()
+        try:
+            rendered = await self.render(image, params)
+        except Exception as exc:
+            # A frame that fails is left out of the output rather than stopping the stream.
+            log.warning("live %s frame failed: %s", self.live.task, exc)
+            self._metrics.frames.labels("failed").inc()
+            return None
+        model_seconds = time.perf_counter() - model_started
+        result = frame.replace_tensor(rgb_to_frame(rendered))
+        self.processed += 1
+        self._metrics.frames.labels("processed").inc()
+        self._metrics.triton_seconds.labels("live").observe(model_seconds)
+        self._metrics.adapter_seconds.labels("live").observe(time.perf_counter() - started - model_seconds)
+        return result
+
+    async def process_audio_async(self, frame: AudioFrame) -> list[AudioFrame] | None:
+        return [frame]
+
+
+# ---------------------------------------------------------------------------------------------
+# Screening /stream/start and /stream/params on a task worker
+
+START_PATHS = ("/stream/start", "/live-video-to-video")
+PARAMS_PATH = "/stream/params"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def json_object(request: web.Request) -> dict[str, Any] | None:
+    """The body as a JSON object, or None; aiohttp keeps the bytes, so pytrickle reads it again."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def params_error(exc: LiveParamError) -> web.Response:
+    return error_response(400, exc.msg)
+
+
+async def screen_start(request: web.Request, live: LiveTask) -> web.Response | None:
+    body = await json_object(request)
+    if body is None:
+        return error_response(400, "the stream start body must be a JSON object")
+    try:
+        live.validate(body.get("params"))
+    except LiveParamError as exc:
+        return params_error(exc)
+    return None
+
+
+async def screen_params(request: web.Request, processor: TaskFrameProcessor) -> web.Response | None:
+    body = await json_object(request)
+    if body is None:
+        return error_response(400, "params must be a JSON object")
+    try:
+        processor.live.validate(body, processor.params)
+    except LiveParamError as exc:
+        return params_error(exc)
+    return None
+
+
+def live_request_middleware(task: str | None, processor: Any) -> Callable[..., Any]:
+    """In front of pytrickle's stream routes on a task worker: a task without a live form is
+    refused at start, and a bad params body answers 400 naming the field. pytrickle itself
+    would start the stream anyway, and answer a failed params update with 500 (or not at all:
+    `update_params` errors are only logged)."""
+    live = live_task(task)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if task is None or request.method != "POST":
+            return await handler(request)
+        problem: web.Response | None = None
+        if request.path in START_PATHS:
+            if live is None:
+                return error_response(400, live_task_message(task))
+            problem = await screen_start(request, live)
+        elif request.path == PARAMS_PATH and isinstance(processor, TaskFrameProcessor):
+            problem = await screen_params(request, processor)
+        return problem if problem is not None else await handler(request)
+
+    return middleware
