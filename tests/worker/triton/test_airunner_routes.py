@@ -29,7 +29,8 @@ from tests.support.tiny_transformers import random_image, tone
 
 from .task_cases import MODELS, Served
 
-pytestmark = pytest.mark.slow
+# The session fixture builds, downloads and loads nine models: minutes on a busy 2-core box.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 MODEL_ID = "tiny/model"
 
 
@@ -71,6 +72,7 @@ async def worker(served: Served) -> AsyncIterator[Any]:
         adapters.append(adapter)
         return f"http://127.0.0.1:{adapter.port}"
 
+    start.adapters = adapters  # type: ignore[attr-defined]
     yield start
     for adapter in adapters:
         await adapter.close()
@@ -188,3 +190,24 @@ async def test_depth_over_byoc_is_the_runtimes_depth_map(served: Served, worker:
     expected = (await served.local["depth"].run(TaskRequest(image=image))).tensors["DEPTH"]
     scale = float(np.abs(expected).max()) or 1.0
     np.testing.assert_allclose(depth, expected, atol=1e-4 * scale, rtol=0)
+
+
+async def test_live_frames_through_triton_are_the_colour_mapped_depth(served: Served, worker: Any) -> None:
+    """A live frame through the adapter's frame path and the real Triton: the runtime's depth, colour-mapped."""
+    import torch
+    from lpbyoc_worker.adapter.livetasks import colorize_depth
+    from pytrickle.frames import VideoFrame
+
+    await worker("depth")
+    (adapter,) = [a for a in worker.adapters if a.settings.task == "depth-estimation"]
+    await adapter.readiness.wait_model_ready()
+    image = random_image(40, 48, seed=8)
+    frame = VideoFrame.from_tensor(torch.from_numpy(image[None].astype(np.float32) / 255.0), timestamp=0)
+    result = await adapter.processor.process_video_async(frame)
+    assert result is not None
+    got = (result.tensor[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    pixels = (frame.tensor[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    depth = (await served.local["depth"].run(TaskRequest(image=pixels))).tensors["DEPTH"]
+    expected = colorize_depth(depth, "turbo")
+    assert got.shape == expected.shape == (40, 48, 3)
+    assert int(np.abs(got.astype(int) - expected.astype(int)).max()) <= 1

@@ -22,7 +22,8 @@ from tests.support.tiny_transformers import random_image
 
 from .task_cases import MODELS, REQUESTS, Served
 
-pytestmark = pytest.mark.slow
+# The session fixture builds, downloads and loads nine models: minutes on a busy 2-core box.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def same_json(got: object, expected: object, rel: float) -> bool:
