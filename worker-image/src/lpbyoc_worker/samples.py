@@ -233,7 +233,9 @@ def as_cached_snapshot(cache_dir: Path, source: Path, repo: str, sha: str) -> Pa
         if p.is_file()
     )
     completed_at = datetime.datetime.now(datetime.UTC).isoformat()
-    write_marker(cache_dir, Marker(repo=repo, revision="main", sha=sha, files=entries, completed_at=completed_at))
+    write_marker(
+        cache_dir, Marker(repo=repo, revision="main", sha=sha, files=entries, completed_at=completed_at)
+    )
     return target
 
 
