@@ -45,7 +45,6 @@ import tempfile
 import time
 import wave
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -526,10 +525,6 @@ async def wait_idle(
 async def bench_routes(
     args: argparse.Namespace, cases: list[RouteCase], grpc_url: str, local: dict[str, Any]
 ) -> dict[str, RouteSamples]:
-    # LocalTaskBackend.run goes through asyncio.to_thread: on the default pool successive calls land
-    # on different threads, each with its own OpenMP team, and the idle teams' spinning threads take
-    # the cores (whisper ran 2x slower so). One executor thread keeps the baseline at its best.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
     processes: list[asyncio.subprocess.Process] = []
     results = {case.task: RouteSamples() for case in cases}
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,12 +47,16 @@ def decode_result(raw: Any) -> dict[str, Any]:
 
 
 class LocalTaskBackend:
-    """A runtime loaded in this process; one request at a time (the runtime is not thread-safe)."""
+    """A runtime loaded in this process, run on one dedicated thread, one request at a time.
+
+    One thread, always the same: the runtime is not thread-safe, and torch keeps an OpenMP team per
+    calling thread (a new thread per call pays for a new team; measured here: Whisper 176 ms → 88 ms).
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.task = runtime.task
-        self._lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"runtime-{runtime.task}")
 
     @classmethod
     def load(cls, task: str, model_dir: Path, device: Device | None = None) -> LocalTaskBackend:
@@ -61,8 +66,8 @@ class LocalTaskBackend:
         return cls(load_runtime(task, model_dir, device or pick_device()))
 
     async def run(self, request: TaskRequest) -> TaskResult:
-        async with self._lock:
-            result = await asyncio.to_thread(self.runtime.run_batch, [request])
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self.runtime.run_batch, [request])
         outcome = result[0]
         if isinstance(outcome, Exception):
             raise outcome
@@ -72,7 +77,7 @@ class LocalTaskBackend:
         return True
 
     async def close(self) -> None:
-        return None
+        self._executor.shutdown(wait=False)
 
 
 class TritonTaskBackend:
