@@ -103,6 +103,9 @@ class ThreadedAdapter:
 
 @pytest.fixture(scope="module")
 def schema() -> Any:
+    assert SPEC.is_file(), (
+        f"ai-runner's OpenAPI spec is expected at {SPEC} (the shared/ folder beside the checkout)"
+    )
     return schemathesis.openapi.from_path(SPEC)
 
 
