@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +32,27 @@ from .metrics import AdapterMetrics
 from .readiness import Readiness
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def timed_frame(metrics: AdapterMetrics, started: float, what: str, work: Awaitable[T]) -> T | None:
+    """Await one frame's model work, counting it; None when it failed.
+
+    A frame that fails is left out of the output rather than stopping the stream. The model's time
+    is observed as Triton time, the rest since `started` as the adapter's own.
+    """
+    model_started = time.perf_counter()
+    try:
+        output = await work
+    except Exception as exc:
+        log.warning("%s failed: %s", what, exc)
+        metrics.frames.labels("failed").inc()
+        return None
+    model_seconds = time.perf_counter() - model_started
+    metrics.frames.labels("processed").inc()
+    metrics.triton_seconds.labels("live").observe(model_seconds)
+    metrics.adapter_seconds.labels("live").observe(time.perf_counter() - started - model_seconds)
+    return output
 
 
 class LatestFramePicker:
@@ -109,21 +130,11 @@ class TritonFrameProcessor(FrameProcessor):
     async def process_video_async(self, frame: VideoFrame) -> VideoFrame | None:
         started = time.perf_counter()
         batch = frame_to_batch(frame.tensor)
-        triton_started = time.perf_counter()
-        try:
-            output = await self._backend.infer(batch)
-        except Exception as exc:
-            # A frame that fails is left out of the output rather than stopping the stream.
-            log.warning("frame inference failed: %s", exc)
-            self._metrics.frames.labels("failed").inc()
+        output = await timed_frame(self._metrics, started, "frame inference", self._backend.infer(batch))
+        if output is None:
             return None
-        triton_seconds = time.perf_counter() - triton_started
-        result = frame.replace_tensor(batch_to_frame(output))
         self.processed += 1
-        self._metrics.frames.labels("processed").inc()
-        self._metrics.triton_seconds.labels("live").observe(triton_seconds)
-        self._metrics.adapter_seconds.labels("live").observe(time.perf_counter() - started - triton_seconds)
-        return result
+        return frame.replace_tensor(batch_to_frame(output))
 
     async def process_audio_async(self, frame: AudioFrame) -> list[AudioFrame] | None:
         return [frame]
@@ -204,21 +215,13 @@ class TaskFrameProcessor(FrameProcessor):
         started = time.perf_counter()
         params = self.params
         image = frame_to_rgb(frame.tensor)
-        model_started = time.perf_counter()
-        try:
-            rendered = await self.render(image, params)
-        except Exception as exc:
-            # A frame that fails is left out of the output rather than stopping the stream.
-            log.warning("live %s frame failed: %s", self.live.task, exc)
-            self._metrics.frames.labels("failed").inc()
+        rendered = await timed_frame(
+            self._metrics, started, f"live {self.live.task} frame", self.render(image, params)
+        )
+        if rendered is None:
             return None
-        model_seconds = time.perf_counter() - model_started
-        result = frame.replace_tensor(rgb_to_frame(rendered))
         self.processed += 1
-        self._metrics.frames.labels("processed").inc()
-        self._metrics.triton_seconds.labels("live").observe(model_seconds)
-        self._metrics.adapter_seconds.labels("live").observe(time.perf_counter() - started - model_seconds)
-        return result
+        return frame.replace_tensor(rgb_to_frame(rendered))
 
     async def process_audio_async(self, frame: AudioFrame) -> list[AudioFrame] | None:
         return [frame]
