@@ -179,8 +179,12 @@ def execution_counts(admin: grpcclient.InferenceServerClient, model: str) -> tup
 async def test_dynamic_batching_runs_same_shaped_requests_together(
     triton_server: RunningTriton, admin: grpcclient.InferenceServerClient
 ) -> None:
-    # A long queue delay makes Triton hand the backend all the requests at once, deterministically.
-    serving = {**DEFAULT_SERVING, "dynamicBatching": {"enabled": True, "maxQueueDelayMicroseconds": 500_000}}
+    # A long queue delay makes Triton hand the backend all the requests at once, even on a loaded box
+    # (the six requests fill the batch of 8, so the delay is not waited out when they arrive together).
+    serving = {
+        **DEFAULT_SERVING,
+        "dynamicBatching": {"enabled": True, "maxQueueDelayMicroseconds": 3_000_000},
+    }
     result = run_model_repo(
         triton_server.weights_dir, triton_server.model_repository, serving=serving, model_name="batcher"
     )
