@@ -7,7 +7,6 @@ the shapes and `data` keys the real runtimes return. Real models through Triton 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from lpbyoc_worker.runtimes.base import (
     require_image,
     seed_of,
 )
+
+from .harness import Gate
 
 CPU = Device("cpu")
 
@@ -206,23 +207,13 @@ class GatedBackend:
     def __init__(self, inner: LocalTaskBackend) -> None:
         self.inner = inner
         self.task = inner.task
-        self.release = asyncio.Event()
-        self.waiting = 0
-        self._arrived = asyncio.Condition()
+        self.gate = Gate(arrival_timeout_s=20)
+        self.release = self.gate.release
+        self.wait_for_waiting = self.gate.wait_for_waiting
 
     async def run(self, request: TaskRequest) -> TaskResult:
-        async with self._arrived:
-            self.waiting += 1
-            self._arrived.notify_all()
-        try:
-            await self.release.wait()
-        finally:
-            self.waiting -= 1
+        await self.gate.passage()
         return await self.inner.run(request)
-
-    async def wait_for_waiting(self, count: int) -> None:
-        async with self._arrived:
-            await asyncio.wait_for(self._arrived.wait_for(lambda: self.waiting >= count), 20)
 
     async def is_model_ready(self) -> bool:
         return True

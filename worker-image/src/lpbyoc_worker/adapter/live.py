@@ -94,10 +94,13 @@ def batch_to_frame(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(hwc, dtype=np.float32)).unsqueeze(0)
 
 
-class TritonFrameProcessor(FrameProcessor):
+class LiveFrames(FrameProcessor):
+    """What every live processor shares: readiness as "model loaded", the drop-oldest picker, audio
+    passed through. Subclasses turn one video frame into its output frame."""
+
     def __init__(
         self,
-        backend: InferenceBackend,
+        backend: Any,
         readiness: Readiness,
         metrics: AdapterMetrics,
         max_pending: int,
@@ -117,12 +120,25 @@ class TritonFrameProcessor(FrameProcessor):
         # The model lives in Triton: "loaded" means Triton reports it ready.
         await self._readiness.wait_model_ready()
 
-    async def on_stream_start(self, params: dict[str, Any]) -> None:
-        self.params = dict(params or {})
+    def attach_picker(self) -> None:
+        """A new stream: count drops afresh, and let the stream's client pull frames through the picker."""
         self.picker.reset()
         client = self._stream_client()
         if client is not None:
             client.frame_skipper = self.picker
+
+    async def process_audio_async(self, frame: AudioFrame) -> list[AudioFrame] | None:
+        return [frame]
+
+
+class TritonFrameProcessor(LiveFrames):
+    """Frames through the single-tensor TorchScript model (NCHW float32 in and out)."""
+
+    _backend: InferenceBackend
+
+    async def on_stream_start(self, params: dict[str, Any]) -> None:
+        self.params = dict(params or {})
+        self.attach_picker()
 
     async def update_params(self, params: dict[str, Any]) -> None:
         self.params.update(params or {})
@@ -135,9 +151,6 @@ class TritonFrameProcessor(FrameProcessor):
             return None
         self.processed += 1
         return frame.replace_tensor(batch_to_frame(output))
-
-    async def process_audio_async(self, frame: AudioFrame) -> list[AudioFrame] | None:
-        return [frame]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +169,7 @@ def rgb_to_frame(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32) / 255.0).unsqueeze(0)
 
 
-class TaskFrameProcessor(FrameProcessor):
+class TaskFrameProcessor(LiveFrames):
     """Frames through a `TaskBackend` (Triton's task model, or in-process in tests).
 
     `params` always holds a complete, checked set (the task's defaults under what the client
@@ -172,18 +185,9 @@ class TaskFrameProcessor(FrameProcessor):
         max_pending: int,
         stream_client: Callable[[], Any],
     ) -> None:
-        super().__init__()
-        self._backend = backend
+        super().__init__(backend, readiness, metrics, max_pending, stream_client)
         self.live = live
-        self._readiness = readiness
-        self._metrics = metrics
-        self._stream_client = stream_client
-        self.picker = LatestFramePicker(max_pending, metrics)
-        self.params: dict[str, Any] = live.validate({})
-        self.processed = 0
-
-    async def load_model(self, **kwargs: Any) -> None:
-        await self._readiness.wait_model_ready()
+        self.params = live.validate({})
 
     def checked(self, update: Any, current: dict[str, Any] | None) -> dict[str, Any]:
         """The HTTP routes refuse bad params with a 400 before they get here; the control channel
@@ -197,10 +201,7 @@ class TaskFrameProcessor(FrameProcessor):
 
     async def on_stream_start(self, params: dict[str, Any]) -> None:
         self.params = self.checked(params, None)
-        self.picker.reset()
-        client = self._stream_client()
-        if client is not None:
-            client.frame_skipper = self.picker
+        self.attach_picker()
 
     async def update_params(self, params: dict[str, Any]) -> None:
         self.params = self.checked(params, self.params)
@@ -222,9 +223,6 @@ class TaskFrameProcessor(FrameProcessor):
             return None
         self.processed += 1
         return frame.replace_tensor(rgb_to_frame(rendered))
-
-    async def process_audio_async(self, frame: AudioFrame) -> list[AudioFrame] | None:
-        return [frame]
 
 
 # ---------------------------------------------------------------------------------------------
