@@ -157,10 +157,6 @@ def encode_image(pixels: np.ndarray, content_type: str = "image/png") -> bytes:
     return bytes(buf)
 
 
-def data_url(image: bytes, content_type: str = "image/png") -> str:
-    return f"data:{content_type};base64,{base64.b64encode(image).decode('ascii')}"
-
-
 def image_bytes_to_batch(data: bytes, limits: ImageLimits) -> np.ndarray:
     return image_to_batch(decode_image(data, limits))
 

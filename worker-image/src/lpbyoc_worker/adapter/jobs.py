@@ -1,11 +1,10 @@
-"""Request/response jobs: BYOC `POST /v1/infer` and ai-runner `POST /image-to-image`."""
+"""BYOC `POST /v1/infer` on the TorchScript filter (ai-runner routes are airunner.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from .settings import AdapterSettings
 
 T = TypeVar("T")
 JSON_TYPE = "application/json"
-# Forms as FastAPI (ai-runner) reads them; only multipart can carry the image file.
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 @dataclass
@@ -199,48 +196,4 @@ class JobHandlers:
                 "capability": self.settings.capability,
                 "timings": timings.as_ms(total),
             }
-        )
-
-    async def image_to_image(self, request: web.Request) -> web.StreamResponse:
-        """ai-runner's `/image-to-image`: multipart `image`, `prompt`, `model_id` → `{"images": [...]}`."""
-        return await self._in_slot(self._image_to_image, request)
-
-    async def _image_to_image(self, request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        timings = Timings()
-        if request.content_type not in FORM_TYPES:
-            raise RequestError(
-                415, f"Unsupported Content-Type '{request.content_type}'; send multipart/form-data."
-            )
-        try:
-            form = await limited(request, self.settings.max_body_bytes).post()
-        except web.HTTPRequestEntityTooLarge:
-            raise too_large(self.settings.max_body_bytes) from None
-        except ValueError as exc:
-            raise RequestError(400, f"Malformed multipart body: {exc}.") from None
-        model_id = str(form.get("model_id") or "")
-        if model_id and model_id != self.settings.model_id:
-            raise RequestError(
-                400, f"pipeline configured with {self.settings.model_id} but called with {model_id}"
-            )
-        image_field = form.get("image")
-        if not isinstance(image_field, web.FileField):
-            raise RequestError(422, "Field 'image' is required and must be a file.")
-        seed_text = str(form.get("seed") or "")
-        try:
-            seed = int(seed_text) if seed_text else random.randint(0, 2**32 - 1)
-        except ValueError:
-            raise RequestError(422, f"Field 'seed' must be an integer, got {seed_text!r}.") from None
-        decode_started = time.perf_counter()
-        image = image_field.file.read()
-        batch = await off_loop(len(image), imaging.image_bytes_to_batch, image, self.settings.limits)
-        timings.decode = time.perf_counter() - decode_started
-        output = await self._infer(batch, timings)
-        encode_started = time.perf_counter()
-        encoded, _, _ = await off_loop(output.nbytes // 4, imaging.batch_to_image_bytes, output)
-        timings.encode = time.perf_counter() - encode_started
-        self._observe("image-to-image", started, timings)
-        return web.json_response(
-            {"images": [{"url": imaging.data_url(encoded), "seed": seed, "nsfw": False}]},
-            headers={"Server-Timing": timings.server_timing()},
         )
